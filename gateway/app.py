@@ -1,0 +1,75 @@
+"""The gateway's Litestar application: both API dialects over one job queue."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from litestar import Litestar, Request, Response
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+
+from gateway import ollama_api, openai_api
+from gateway.catalog import Catalog
+from gateway.errors import ApiError, error_body, handle_api_error, handle_http_exception
+from gateway.generation import ClientGone
+from gateway.jobs import JobQueue
+from herd.config import Config
+from herd.store.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+# Ollama's own CORS rule: any port on the local names, plus desktop-app schemes.
+_LOCAL_ORIGINS = r"(https?://(localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\])(:\d+)?|(app|file|tauri|vscode-webview|vscode-file)://.*)"
+
+
+def _cors(config: Config) -> CORSConfig:
+    if "*" in config.origins:
+        return CORSConfig(allow_origins=["*"])
+    return CORSConfig(allow_origins=list(config.origins), allow_origin_regex=f"^{_LOCAL_ORIGINS}$")
+
+
+def _handle_client_gone(request: Request[Any, Any, Any], exc: ClientGone) -> Response[bytes]:
+    return Response(b"", status_code=499)  # nobody is listening; this is for the access log
+
+
+def _handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Response(error_body(request.url.path, 500, f"internal error: {exc}"), status_code=500,
+                    media_type="application/json")
+
+
+def create_app(config: Config, redis_url: str) -> Litestar:
+    catalog = Catalog(ModelStore(config.models))
+    client: aioredis.Redis = aioredis.Redis.from_url(redis_url, max_connections=20_000)
+    queue = JobQueue(client, max_queue=config.max_queue, load_timeout_s=config.load_timeout)
+
+    @asynccontextmanager
+    async def redis_lifespan(_: Litestar) -> AsyncIterator[None]:
+        try:
+            await client.ping()
+            yield
+        finally:
+            await client.aclose()
+
+    return Litestar(
+        route_handlers=[*ollama_api.ROUTES, *openai_api.ROUTES],
+        dependencies={
+            "catalog": Provide(lambda: catalog, sync_to_thread=False, use_cache=True),
+            "queue": Provide(lambda: queue, sync_to_thread=False, use_cache=True),
+        },
+        exception_handlers={
+            ApiError: handle_api_error,
+            HTTPException: handle_http_exception,
+            ClientGone: _handle_client_gone,
+            Exception: _handle_unexpected,
+        },
+        cors_config=_cors(config),
+        lifespan=[redis_lifespan],
+        openapi_config=None,
+        debug=False,
+    )

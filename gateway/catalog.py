@@ -1,0 +1,129 @@
+"""The gateway's view of the model store: resolve names, render prompts, describe models.
+
+Manifests are read on every request (they are small, and `herd create` or another
+gateway may change them); what is read from a GGUF is cached by its content digest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from functools import lru_cache
+from typing import Any
+
+from gateway import wire_ollama as wire
+from gateway.chat_template import TemplateError, render_jinja
+from gateway.errors import ApiError, bad_request, model_not_found
+from herd.store.gguf import GGUFInfo, read_gguf
+from herd.store.names import InvalidModelName, parse_name
+from herd.store.store import ModelRecord, ModelStore
+
+
+@lru_cache(maxsize=32)
+def _gguf_info(weights_digest: str, path: str) -> GGUFInfo:
+    del weights_digest  # the cache key: content-addressed, so never stale
+    return read_gguf(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedModel:
+    record: ModelRecord
+    gguf: GGUFInfo
+
+    def _template_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Modelfile MESSAGEs first; its SYSTEM unless the request brings its own."""
+        head: list[dict[str, Any]] = []
+        if self.record.system and not (messages and messages[0].get("role") == "system"):
+            head.append({"role": "system", "content": self.record.system})
+        head.extend(dict(m) for m in self.record.messages)
+        return head + messages
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        full = self._template_messages(messages)
+        source = self.gguf.chat_template
+        if not source:  # no template at all: Ollama's default is the bare prompt
+            return "\n".join(str(m.get("content", "")) for m in full)
+        try:
+            return render_jinja(source, full, bos_token=self.gguf.bos_token or "",
+                                eos_token=self.gguf.eos_token or "")
+        except TemplateError as exc:
+            raise bad_request(str(exc)) from exc
+
+    def render_generate(self, prompt: str, system: str | None) -> str:
+        messages: list[dict[str, Any]] = []
+        if system:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": prompt})
+        return self.render_chat(messages)
+
+
+class Catalog:
+    def __init__(self, store: ModelStore) -> None:
+        self.store = store
+
+    def _record(self, name: str) -> ModelRecord:
+        if not name:
+            raise ApiError(400, "model is required", param="model")
+        try:
+            parse_name(name)
+        except InvalidModelName as exc:
+            raise bad_request(str(exc), param="model") from exc
+        record = self.store.get(name)
+        if record is None:
+            raise model_not_found(name)
+        return record
+
+    async def resolve(self, name: str) -> ResolvedModel:
+        record = self._record(name)
+        try:
+            info = await asyncio.to_thread(_gguf_info, record.weights_digest, str(record.weights_path))
+        except (OSError, ValueError) as exc:
+            raise ApiError(500, f"model '{name}' is unreadable: {exc}") from exc
+        return ResolvedModel(record, info)
+
+    async def list(self) -> list[ModelRecord]:
+        return await asyncio.to_thread(self.store.list)
+
+    async def delete(self, name: str) -> None:
+        record = self._record(name)
+        await asyncio.to_thread(self.store.delete, record.name.full())
+
+    @staticmethod
+    def details(record: ModelRecord) -> wire.ModelDetails:
+        d = record.details
+        return wire.ModelDetails(
+            parent_model=d.parent_model,
+            format=d.format,
+            family=d.family,
+            families=d.families,
+            parameter_size=d.parameter_size,
+            quantization_level=d.quantization_level,
+        )
+
+    async def show(self, model: ResolvedModel, *, verbose: bool) -> wire.ShowResponse:
+        record = model.record
+        info = dict(model.gguf.metadata)
+        if not verbose:
+            info = {k: v for k, v in info.items() if not isinstance(v, list)}
+        info["general.parameter_count"] = model.gguf.parameter_count
+        return wire.ShowResponse(
+            modelfile=record.modelfile(),
+            parameters=_parameters_text(record.parameters),
+            template=record.template or model.gguf.chat_template or "",
+            details=self.details(record),
+            model_info=info,
+            capabilities=["completion"],
+            modified_at=record.modified_at.isoformat(),
+            license="\n".join(record.licenses) or None,
+            system=record.system,
+        )
+
+
+def _parameters_text(parameters: dict[str, Any]) -> str:
+    """Ollama's `parameters` text: one `name value` line per value, stop strings quoted."""
+    lines: list[str] = []
+    for name, value in parameters.items():
+        for item in value if isinstance(value, list) else [value]:
+            shown = f'"{item}"' if isinstance(item, str) else str(item).lower() if isinstance(item, bool) else item
+            lines.append(f"{name:<30} {shown}")
+    return "\n".join(lines)

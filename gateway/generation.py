@@ -1,0 +1,134 @@
+"""Run one job for one HTTP request: admit it, wait for its first event while watching the
+client, then hand the rest to the dialect's writer. Both API dialects go through here.
+
+A job whose client goes away is cancelled, whether it is still queued, processing its
+prompt or decoding; a job that fails before its first token becomes a normal HTTP error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from litestar.types import Receive
+
+from gateway.errors import ApiError, queue_full
+from gateway.jobs import JobQueue, QueueFull
+from herd.protocol import Done, Error, Event, Job, Token
+
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client disconnected; its job was cancelled."""
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a finished job produced, for the non-streamed answers."""
+
+    text: str
+    done: Done
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class Generation:
+    """The events of one admitted job, with cancellation if they are abandoned."""
+
+    def __init__(self, queue: JobQueue, job: Job) -> None:
+        self.queue = queue
+        self.job = job
+        self.started = time.perf_counter_ns()
+        self._events: AsyncGenerator[Event, None] = queue.events(job.id)
+        self._finished = False
+
+    async def watch(self, receive: Receive, work: Awaitable[T]) -> T:
+        """`work`, unless the client disconnects first: then cancel the job, raise ClientGone."""
+        work_task = asyncio.ensure_future(work)
+        gone_task = asyncio.ensure_future(_until_disconnect(receive))
+        try:
+            await asyncio.wait({work_task, gone_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone_task.cancel()
+        if work_task.done():
+            return work_task.result()
+        work_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work_task  # the event reader must be stopped before it is closed
+        await self.abandon()
+        raise ClientGone()
+
+    async def first(self) -> Event:
+        """The first event; an Error as the first event becomes an HTTP error."""
+        event = await self._next()
+        if isinstance(event, Error):
+            raise ApiError(event.status if 400 <= event.status < 600 else 500, event.message)
+        return event
+
+    async def _next(self) -> Event:
+        event = await anext(self._events)
+        if not isinstance(event, Token):
+            self._finished = True
+        return event
+
+    async def rest(self, first: Event) -> AsyncIterator[Event]:
+        """All events from `first` on. If the consumer stops early, the job is cancelled."""
+        try:
+            yield first
+            while not self._finished:
+                yield await self._next()
+        finally:
+            if not self._finished:
+                await _shielded(self.abandon)
+
+    async def collect(self, first: Event) -> Outcome:
+        parts: list[str] = []
+        async for event in self.rest(first):
+            if isinstance(event, Token):
+                parts.append(event.text)
+            elif isinstance(event, Done):
+                return Outcome("".join(parts), event)
+            else:
+                raise ApiError(event.status if 400 <= event.status < 600 else 500, event.message)
+        raise ApiError(500, "the job ended without a result")
+
+    async def abandon(self) -> None:
+        self._finished = True
+        await self.queue.cancel(self.job.id)
+        await self._events.aclose()
+
+    def total_duration(self) -> int:
+        return time.perf_counter_ns() - self.started
+
+
+async def _shielded(action: Callable[[], Awaitable[Any]]) -> None:
+    """Run cleanup even while the surrounding task is being cancelled (client gone)."""
+    task = asyncio.ensure_future(action())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(task)
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+async def start(queue: JobQueue, job: Job, receive: Receive) -> tuple[Generation, Event]:
+    """Admit `job` and wait (watching the client) for its first event."""
+    try:
+        await queue.submit(job)
+    except QueueFull:
+        raise queue_full() from None
+    generation = Generation(queue, job)
+    first = await generation.watch(receive, generation.first())
+    return generation, first

@@ -1,0 +1,185 @@
+"""The Ollama API: /api/generate, /api/chat (NDJSON streams), tags, show, delete, version."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, delete, get, head, post
+from litestar.response import Stream
+
+from gateway import wire_ollama as wire
+from gateway.catalog import Catalog, ResolvedModel
+from gateway.errors import bad_request, decode_body
+from gateway.generation import Generation, start
+from gateway.jobs import JobQueue, new_job_id
+from gateway.options import merge_options
+from gateway.requests import keep_alive_seconds, reject_unsupported
+from herd import __version__
+from herd.protocol import Done, Event, Job, Token
+
+OLLAMA_API_VERSION = "0.13.0"  # the Ollama API level Herd answers for
+NDJSON = "application/x-ndjson"
+
+_encode = msgspec.json.Encoder().encode
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _json(body: Any, status: int = 200) -> Response[bytes]:
+    return Response(_encode(body), status_code=status, media_type="application/json")
+
+
+def _metrics(done: Done, total_ns: int) -> dict[str, Any]:
+    return {
+        "done_reason": done.done_reason,
+        "total_duration": total_ns,
+        "load_duration": done.load_duration,
+        "prompt_eval_count": done.prompt_eval_count,
+        "prompt_eval_duration": done.prompt_eval_duration,
+        "eval_count": done.eval_count,
+        "eval_duration": done.eval_duration,
+    }
+
+
+class _Chunks:
+    """Builds one dialect chunk for a piece of text or the final Done (generate or chat)."""
+
+    def __init__(self, model: str, chat: bool) -> None:
+        self.model = model
+        self.chat = chat
+
+    def text(self, text: str) -> bytes:
+        stamp = now_rfc3339()
+        if self.chat:
+            message = wire.ChatMessageOut(role="assistant", content=text)
+            return _encode(wire.ChatChunk(model=self.model, created_at=stamp, message=message, done=False))
+        return _encode(wire.GenerateChunk(model=self.model, created_at=stamp, response=text, done=False))
+
+    def final(self, done: Done, total_ns: int, text: str = "") -> bytes:
+        stamp = now_rfc3339()
+        metrics = _metrics(done, total_ns)
+        if self.chat:
+            message = wire.ChatMessageOut(role="assistant", content=text)
+            return _encode(wire.ChatChunk(model=self.model, created_at=stamp, message=message, done=True, **metrics))
+        return _encode(wire.GenerateChunk(model=self.model, created_at=stamp, response=text, done=True, **metrics))
+
+
+async def _ndjson(generation: Generation, first: Event, chunks: _Chunks) -> AsyncIterator[bytes]:
+    async for event in generation.rest(first):
+        if isinstance(event, Token):
+            yield chunks.text(event.text) + b"\n"
+        elif isinstance(event, Done):
+            yield chunks.final(event, generation.total_duration()) + b"\n"
+        else:  # an error after the stream began: one more line, as Ollama does
+            yield _encode(wire.ErrorBody(error=event.message)) + b"\n"
+
+
+async def _answer(
+    request: Request[Any, Any, Any], queue: JobQueue, job: Job, stream: bool, chunks: _Chunks
+) -> Response[bytes] | Stream:
+    generation, first = await start(queue, job, request.receive)
+    if stream:
+        return Stream(_ndjson(generation, first, chunks), media_type=NDJSON)
+    outcome = await generation.watch(request.receive, generation.collect(first))
+    return Response(chunks.final(outcome.done, generation.total_duration(), outcome.text),
+                    media_type="application/json")
+
+
+def _job(model: ResolvedModel, name: str, prompt: str | None, options: dict[str, Any] | None,
+         keep_alive: Any) -> Job:
+    return Job(
+        id=new_job_id(),
+        model=name,
+        digest=model.record.weights_digest,
+        prompt=prompt,
+        options=merge_options(model.record.parameters, options),
+        keep_alive=keep_alive_seconds(keep_alive),
+        created=datetime.datetime.now(datetime.UTC).timestamp(),
+    )
+
+
+@post("/api/generate", status_code=200)
+async def generate(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueue) -> Response[bytes] | Stream:
+    body: wire.GenerateRequest = decode_body(await request.body(), wire.GenerateRequest)
+    model = await catalog.resolve(body.model)
+    reject_unsupported(
+        format=body.format, images=body.images, think=body.think, logprobs=body.logprobs,
+        suffix=body.suffix or None, context=body.context,
+    )
+    if body.raw and (body.template or body.system):
+        raise bad_request("raw mode does not support template, system, or context")
+    if body.template:
+        raise bad_request("template overrides are not supported yet", param="template")
+    prompt: str | None = None
+    if body.prompt:
+        prompt = body.prompt if body.raw else model.render_generate(body.prompt, body.system)
+    job = _job(model, body.model, prompt, body.options, body.keep_alive)
+    return await _answer(request, queue, job, body.stream, _Chunks(body.model, chat=False))
+
+
+@post("/api/chat", status_code=200)
+async def chat(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueue) -> Response[bytes] | Stream:
+    body: wire.ChatRequest = decode_body(await request.body(), wire.ChatRequest)
+    model = await catalog.resolve(body.model)
+    reject_unsupported(
+        format=body.format, think=body.think, logprobs=body.logprobs, tools=body.tools,
+        images=[i for m in body.messages for i in (m.images or [])],
+    )
+    messages = [{"role": m.role, "content": m.content} for m in body.messages]
+    prompt = model.render_chat(messages) if messages else None
+    job = _job(model, body.model, prompt, body.options, body.keep_alive)
+    return await _answer(request, queue, job, body.stream, _Chunks(body.model, chat=True))
+
+
+@get("/api/tags")
+async def tags(catalog: Catalog) -> Response[bytes]:
+    models = [
+        wire.ListedModel(
+            name=r.name.display(), model=r.name.display(), modified_at=r.modified_at.isoformat(),
+            size=r.size, digest=r.manifest_digest, details=catalog.details(r),
+        )
+        for r in await catalog.list()
+    ]
+    return _json(wire.TagsResponse(models=models))
+
+
+@head("/api/tags")
+async def tags_head() -> None:
+    return None
+
+
+@post("/api/show", status_code=200)
+async def show(request: Request[Any, Any, Any], catalog: Catalog) -> Response[bytes]:
+    body: wire.ModelRequest = decode_body(await request.body(), wire.ModelRequest)
+    model = await catalog.resolve(body.target)
+    return _json(await catalog.show(model, verbose=body.verbose))
+
+
+@delete("/api/delete", status_code=200)
+async def delete_model(request: Request[Any, Any, Any], catalog: Catalog) -> Response[bytes]:
+    body: wire.ModelRequest = decode_body(await request.body(), wire.ModelRequest)
+    await catalog.delete(body.target)
+    return Response(b"", status_code=200)
+
+
+@get("/api/version")
+async def version() -> Response[bytes]:
+    return _json({"version": OLLAMA_API_VERSION, "herd_version": __version__})
+
+
+@get("/", media_type="text/plain")
+async def root() -> str:
+    return "Ollama is running"
+
+
+@head("/")
+async def root_head() -> None:
+    return None
+
+
+ROUTES = [generate, chat, tags, tags_head, show, delete_model, version, root, root_head]

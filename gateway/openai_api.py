@@ -1,0 +1,226 @@
+"""The OpenAI API: /v1/chat/completions, /v1/completions (SSE streams), /v1/models."""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.response import Stream
+
+from gateway import wire_openai as wire
+from gateway.catalog import Catalog, ResolvedModel
+from gateway.errors import bad_request, decode_body, model_not_found
+from gateway.generation import Generation, Outcome, start
+from gateway.jobs import JobQueue, new_job_id
+from gateway.options import merge_options
+from gateway.requests import keep_alive_seconds, reject_unsupported
+from herd.protocol import Done, Event, Job, Token
+from herd.store.store import ModelRecord
+
+_encode = msgspec.json.Encoder().encode
+SSE = "text/event-stream"
+
+
+def _usage(done: Done) -> wire.Usage:
+    return wire.Usage(prompt_tokens=done.prompt_eval_count, completion_tokens=done.eval_count,
+                      total_tokens=done.prompt_eval_count + done.eval_count)
+
+
+def _finish_reason(done: Done) -> wire.FinishReason:
+    return "length" if done.done_reason == "length" else "stop"
+
+
+def _sse(payload: Any) -> bytes:
+    return b"data: " + _encode(payload) + b"\n\n"
+
+
+def _error_event(message: str, status: int) -> bytes:
+    kind = "invalid_request_error" if 400 <= status < 500 else "api_error"
+    return _sse(wire.ErrorBody(error=wire.ErrorDetail(message=message, type=kind)))
+
+
+def _sampling(body: wire.ChatCompletionRequest | wire.CompletionRequest, max_tokens: int | None) -> dict[str, Any]:
+    """OpenAI's field names onto the job's options. Ollama's defaults for /v1 apply:
+    temperature and top_p are 1.0 when the request does not set them."""
+    stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    fields: dict[str, Any] = {
+        "temperature": 1.0 if body.temperature is None else body.temperature,
+        "top_p": 1.0 if body.top_p is None else body.top_p,
+        "num_predict": max_tokens,
+        "seed": body.seed,
+        "stop": stop,
+        "frequency_penalty": body.frequency_penalty,
+        "presence_penalty": body.presence_penalty,
+        "top_k": body.top_k,
+        "min_p": body.min_p,
+        "repeat_penalty": body.repeat_penalty,
+        "num_ctx": body.num_ctx,
+    }
+    return {**(body.options or {}), **{k: v for k, v in fields.items() if v is not None}}
+
+
+def _check_common(body: wire.ChatCompletionRequest | wire.CompletionRequest) -> None:
+    if body.n not in (None, 1):
+        raise bad_request("'n' other than 1 is not supported", param="n")
+    if body.max_tokens is not None and body.max_tokens < 1:
+        raise bad_request("'max_tokens' must be at least 1", param="max_tokens")
+    reject_unsupported(logprobs=body.logprobs, top_logprobs=body.top_logprobs, logit_bias=body.logit_bias)
+
+
+def _job(model: ResolvedModel, body: wire.ChatCompletionRequest | wire.CompletionRequest, prompt: str,
+         max_tokens: int | None) -> Job:
+    return Job(
+        id=new_job_id(),
+        model=body.model,
+        digest=model.record.weights_digest,
+        prompt=prompt,
+        options=merge_options(model.record.parameters, _sampling(body, max_tokens)),
+        keep_alive=keep_alive_seconds(body.keep_alive),
+        created=time.time(),
+    )
+
+
+def _message_text(message: wire.ChatMessage) -> str:
+    if message.content is None or isinstance(message.content, str):
+        return message.content or ""
+    texts: list[str] = []
+    for part in message.content:
+        if part.type == "text":
+            texts.append(part.text or "")
+        else:
+            raise bad_request(f"content part type '{part.type}' is not supported by this model",
+                              param="messages")
+    return "\n".join(texts)
+
+
+@post("/v1/chat/completions", status_code=200)
+async def chat_completions(request: Request[Any, Any, Any], catalog: Catalog,
+                           queue: JobQueue) -> Response[bytes] | Stream:
+    body: wire.ChatCompletionRequest = decode_body(await request.body(), wire.ChatCompletionRequest)
+    if not body.messages:
+        raise bad_request("[] is too short - 'messages'", param="messages")
+    model = await catalog.resolve(body.model)
+    _check_common(body)
+    response_format = None if (body.response_format or {}).get("type") == "text" else body.response_format
+    reject_unsupported(response_format=response_format, tools=body.tools, tool_choice=body.tool_choice,
+                       reasoning_effort=body.reasoning_effort)
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": _message_text(m)}
+                for m in body.messages]
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    job = _job(model, body, model.render_chat(messages), max_tokens)
+    generation, first = await start(queue, job, request.receive)
+    completion_id = f"chatcmpl-{secrets.token_hex(12)}"
+    created = int(time.time())
+    if body.stream:
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        return Stream(_chat_sse(generation, first, completion_id, created, body.model, usage), media_type=SSE,
+                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    outcome: Outcome = await generation.watch(request.receive, generation.collect(first))
+    return Response(_encode(wire.ChatCompletion(
+        id=completion_id, object="chat.completion", created=created, model=body.model,
+        choices=[wire.ChatChoice(index=0, message=wire.AssistantMessage(role="assistant", content=outcome.text),
+                                 finish_reason=_finish_reason(outcome.done))],
+        usage=_usage(outcome.done),
+    )), media_type="application/json")
+
+
+async def _chat_sse(generation: Generation, first: Event, completion_id: str, created: int, model: str,
+                    include_usage: bool) -> AsyncIterator[bytes]:
+    def chunk(delta: wire.Delta, finish: wire.FinishReason | None = None) -> bytes:
+        return _sse(wire.ChatCompletionChunk(
+            id=completion_id, object="chat.completion.chunk", created=created, model=model,
+            choices=[wire.ChunkChoice(index=0, delta=delta, finish_reason=finish)],
+        ))
+
+    yield chunk(wire.Delta(role="assistant", content=""))
+    async for event in generation.rest(first):
+        if isinstance(event, Token):
+            yield chunk(wire.Delta(content=event.text))
+        elif isinstance(event, Done):
+            yield chunk(wire.Delta(), _finish_reason(event))
+            if include_usage:
+                yield _sse(wire.ChatCompletionChunk(
+                    id=completion_id, object="chat.completion.chunk", created=created, model=model,
+                    choices=[], usage=_usage(event)))
+            yield b"data: [DONE]\n\n"
+        else:
+            yield _error_event(event.message, event.status)
+
+
+@post("/v1/completions", status_code=200)
+async def completions(request: Request[Any, Any, Any], catalog: Catalog,
+                      queue: JobQueue) -> Response[bytes] | Stream:
+    body: wire.CompletionRequest = decode_body(await request.body(), wire.CompletionRequest)
+    if not isinstance(body.prompt, str):
+        raise bad_request("'prompt' must be a string", param="prompt")
+    model = await catalog.resolve(body.model)
+    _check_common(body)
+    reject_unsupported(suffix=body.suffix, echo=body.echo, best_of=None if body.best_of in (None, 1) else body.best_of)
+    job = _job(model, body, model.render_generate(body.prompt, None) if body.prompt else body.prompt,
+               body.max_tokens)
+    generation, first = await start(queue, job, request.receive)
+    completion_id = f"cmpl-{secrets.token_hex(12)}"
+    created = int(time.time())
+    if body.stream:
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        return Stream(_completion_sse(generation, first, completion_id, created, body.model, usage),
+                      media_type=SSE, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    outcome: Outcome = await generation.watch(request.receive, generation.collect(first))
+    return Response(_encode(wire.Completion(
+        id=completion_id, object="text_completion", created=created, model=body.model,
+        choices=[wire.CompletionChoice(index=0, text=outcome.text, finish_reason=_finish_reason(outcome.done))],
+        usage=_usage(outcome.done),
+    )), media_type="application/json")
+
+
+async def _completion_sse(generation: Generation, first: Event, completion_id: str, created: int, model: str,
+                          include_usage: bool) -> AsyncIterator[bytes]:
+    def chunk(text: str, finish: wire.FinishReason | None = None, usage: wire.Usage | None = None,
+              choices: bool = True) -> bytes:
+        return _sse(wire.Completion(
+            id=completion_id, object="text_completion", created=created, model=model,
+            choices=[wire.CompletionChoice(index=0, text=text, finish_reason=finish)] if choices else [],
+            usage=usage,
+        ))
+
+    async for event in generation.rest(first):
+        if isinstance(event, Token):
+            yield chunk(event.text)
+        elif isinstance(event, Done):
+            yield chunk("", _finish_reason(event))
+            if include_usage:
+                yield chunk("", usage=_usage(event), choices=False)
+            yield b"data: [DONE]\n\n"
+        else:
+            yield _error_event(event.message, event.status)
+
+
+def _model_object(record: ModelRecord) -> wire.ModelObject:
+    return wire.ModelObject(
+        id=record.name.display(), object="model",
+        created=int(record.modified_at.replace(tzinfo=record.modified_at.tzinfo or datetime.UTC).timestamp()),
+        owned_by=record.name.namespace,
+    )
+
+
+@get("/v1/models")
+async def list_models(catalog: Catalog) -> Response[bytes]:
+    data = [_model_object(r) for r in await catalog.list()]
+    return Response(_encode(wire.ModelList(object="list", data=data)), media_type="application/json")
+
+
+@get("/v1/models/{model:path}")
+async def get_model(model: str, catalog: Catalog) -> Response[bytes]:
+    name = model.lstrip("/")
+    record = catalog.store.get(name) if name else None
+    if record is None:
+        raise model_not_found(name)
+    return Response(_encode(_model_object(record)), media_type="application/json")
+
+
+ROUTES = [chat_completions, completions, list_models, get_model]

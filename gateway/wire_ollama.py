@@ -1,0 +1,158 @@
+"""Request and response bodies of the Ollama API (`/api/...`), as Ollama defines them.
+
+Every field Ollama accepts is declared, so its clients work unchanged; a field nobody
+defines is a 400 naming it (msgspec's `forbid_unknown_fields`), never silently dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+KeepAlive = str | float | int | None
+
+
+class ToolFunctionCall(msgspec.Struct, omit_defaults=True):
+    name: str
+    arguments: dict[str, Any] = {}
+    index: int | None = None
+
+
+class ToolCall(msgspec.Struct, omit_defaults=True):
+    function: ToolFunctionCall
+    id: str | None = None
+
+
+class Message(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    role: str
+    content: str = ""
+    thinking: str | None = None
+    images: list[str] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+
+
+class GenerateRequest(msgspec.Struct, forbid_unknown_fields=True):
+    model: str
+    prompt: str = ""
+    suffix: str = ""
+    system: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    stream: bool = True
+    raw: bool = False
+    format: str | dict[str, Any] | None = None
+    keep_alive: KeepAlive = None
+    images: list[str] | None = None
+    options: dict[str, Any] | None = None
+    think: bool | str | None = None
+    truncate: bool | None = None
+    shift: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+
+class ChatRequest(msgspec.Struct, forbid_unknown_fields=True):
+    model: str
+    messages: list[Message] = []
+    tools: list[dict[str, Any]] | None = None
+    format: str | dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    stream: bool = True
+    keep_alive: KeepAlive = None
+    think: bool | str | None = None
+    truncate: bool | None = None
+    shift: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+
+class ModelRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """/api/show and /api/delete; Ollama also accepts the old `name` spelling."""
+
+    model: str = ""
+    name: str = ""
+    verbose: bool = False
+
+    @property
+    def target(self) -> str:
+        return self.model or self.name
+
+
+class GenerateChunk(msgspec.Struct, omit_defaults=True):
+    model: str
+    created_at: str
+    response: str
+    done: bool
+    done_reason: str | None = None
+    context: list[int] | None = None
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+
+
+class ChatMessageOut(msgspec.Struct, omit_defaults=True):
+    role: Literal["assistant"]
+    content: str
+    tool_calls: list[ToolCall] | None = None
+
+
+class ChatChunk(msgspec.Struct, omit_defaults=True):
+    model: str
+    created_at: str
+    message: ChatMessageOut
+    done: bool
+    done_reason: str | None = None
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+
+
+class ModelDetails(msgspec.Struct):
+    parent_model: str
+    format: str
+    family: str
+    families: list[str] | None
+    parameter_size: str
+    quantization_level: str
+
+
+class ListedModel(msgspec.Struct):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: ModelDetails
+
+
+class TagsResponse(msgspec.Struct):
+    models: list[ListedModel]
+
+
+class ShowResponse(msgspec.Struct, omit_defaults=True):
+    modelfile: str
+    parameters: str
+    template: str
+    details: ModelDetails
+    model_info: dict[str, Any]
+    capabilities: list[str]
+    modified_at: str
+    license: str | None = None
+    system: str | None = None
+
+
+class VersionResponse(msgspec.Struct):
+    version: str
+
+
+class ErrorBody(msgspec.Struct):
+    error: str

@@ -1,0 +1,283 @@
+"""The `herd` command: Ollama's verbs, talking to the server at HERD_HOST like `ollama` does."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from herd import __version__
+from herd.config import Config, settings_table
+
+
+class CliError(Exception):
+    """A failure to report in one line, exit status 1."""
+
+
+def _client(config: Config) -> httpx.Client:
+    return httpx.Client(base_url=config.base_url, timeout=httpx.Timeout(10.0, read=None))
+
+
+def _request(config: Config, method: str, path: str, body: Any = None) -> Any:
+    try:
+        with _client(config) as client:
+            response = client.request(method, path, json=body)
+    except httpx.ConnectError:
+        raise CliError(f"could not connect to herd at {config.base_url}; is `herd serve` running?") from None
+    if response.status_code >= 400:
+        raise CliError(_error_text(response.content))
+    return response.json() if response.content else None
+
+
+def _error_text(content: bytes) -> str:
+    try:
+        error = json.loads(content)["error"]
+    except (ValueError, KeyError, TypeError):
+        return content.decode(errors="replace") or "request failed"
+    return str(error["message"] if isinstance(error, dict) else error)
+
+
+def _stream(config: Config, path: str, body: Any) -> Iterator[dict[str, Any]]:
+    try:
+        with _client(config) as client, client.stream("POST", path, json=body) as response:
+            if response.status_code >= 400:
+                raise CliError(_error_text(response.read()))
+            for line in response.iter_lines():
+                if line:
+                    item = json.loads(line)
+                    if "error" in item:
+                        raise CliError(str(item["error"]))
+                    yield item
+    except httpx.ConnectError:
+        raise CliError(f"could not connect to herd at {config.base_url}; is `herd serve` running?") from None
+
+
+def _human_size(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def _ago(stamp: str) -> str:
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    seconds = max(0, int((datetime.now(UTC) - when).total_seconds()))
+    for unit, span in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= span:
+            count = seconds // span
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "Less than a minute ago" if seconds > 1 else "Just now"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("    ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
+# ---- verbs ---------------------------------------------------------------------------------
+
+
+def cmd_serve(config: Config, _: argparse.Namespace) -> None:
+    from herd.serve import serve
+
+    serve(config)
+
+
+def cmd_gateway(config: Config, _: argparse.Namespace) -> None:
+    from gateway.__main__ import main
+
+    main()
+
+
+def cmd_worker(config: Config, _: argparse.Namespace) -> None:
+    from worker.__main__ import main
+
+    main()
+
+
+def cmd_create(config: Config, args: argparse.Namespace) -> None:
+    from herd.store.modelfile import ModelfileError, parse_modelfile
+    from herd.store.store import ModelStore
+
+    path = Path(args.file).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        modelfile = parse_modelfile(text)
+        print("gathering model components")
+        record = ModelStore(config.models).create(args.model, modelfile, base_dir=path.parent.resolve())
+    except (ModelfileError, ValueError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"writing manifest\nsuccess: created {record.name.display()}")
+
+
+def cmd_list(config: Config, _: argparse.Namespace) -> None:
+    models = _request(config, "GET", "/api/tags")["models"]
+    rows = [["NAME", "ID", "SIZE", "MODIFIED"]]
+    rows += [[m["name"], m["digest"][:12], _human_size(m["size"]), _ago(m["modified_at"])] for m in models]
+    print(_table(rows))
+
+
+def cmd_show(config: Config, args: argparse.Namespace) -> None:
+    info = _request(config, "POST", "/api/show", {"model": args.model})
+    for flag in ("modelfile", "parameters", "template", "system", "license"):
+        if getattr(args, flag):
+            print(info.get(flag) or "")
+            return
+    details = info["details"]
+    model_info = info.get("model_info", {})
+    arch = model_info.get("general.architecture", details.get("family", ""))
+    lines = [
+        "  Model",
+        f"    architecture        {arch}",
+        f"    parameters          {details.get('parameter_size', '')}",
+        f"    context length      {model_info.get(f'{arch}.context_length', '')}",
+        f"    embedding length    {model_info.get(f'{arch}.embedding_length', '')}",
+        f"    quantization        {details.get('quantization_level', '')}",
+        "",
+        "  Capabilities",
+        *[f"    {c}" for c in info.get("capabilities", [])],
+    ]
+    if info.get("parameters"):
+        lines += ["", "  Parameters", *[f"    {line}" for line in info["parameters"].splitlines()]]
+    if info.get("system"):
+        lines += ["", "  System", f"    {info['system']}"]
+    print("\n".join(lines))
+
+
+def cmd_rm(config: Config, args: argparse.Namespace) -> None:
+    for name in args.models:
+        _request(config, "DELETE", "/api/delete", {"model": name})
+        print(f"deleted '{name}'")
+
+
+def _chat_once(config: Config, model: str, messages: list[dict[str, str]], args: argparse.Namespace) -> str:
+    body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+    if args.keepalive:
+        body["keep_alive"] = args.keepalive
+    parts: list[str] = []
+    final: dict[str, Any] = {}
+    for item in _stream(config, "/api/chat", body):
+        text = item.get("message", {}).get("content", "")
+        parts.append(text)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        if item.get("done"):
+            final = item
+    sys.stdout.write("\n\n" if sys.stdout.isatty() else "\n")
+    if args.verbose and final:
+        _print_stats(final)
+    return "".join(parts)
+
+
+def _print_stats(final: dict[str, Any]) -> None:
+    def rate(count: int, ns: int) -> str:
+        return f"{count / (ns / 1e9):.2f} tokens/s" if ns else "n/a"
+
+    print(f"total duration:       {final['total_duration'] / 1e9:.6f}s", file=sys.stderr)
+    print(f"load duration:        {final['load_duration'] / 1e9:.6f}s", file=sys.stderr)
+    print(f"prompt eval count:    {final['prompt_eval_count']} token(s)", file=sys.stderr)
+    print(f"prompt eval rate:     {rate(final['prompt_eval_count'], final['prompt_eval_duration'])}",
+          file=sys.stderr)
+    print(f"eval count:           {final['eval_count']} token(s)", file=sys.stderr)
+    print(f"eval rate:            {rate(final['eval_count'], final['eval_duration'])}", file=sys.stderr)
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> None:
+    prompt = " ".join(args.prompt)
+    if not sys.stdin.isatty():
+        piped = sys.stdin.read()
+        prompt = f"{prompt}\n\n{piped}".strip() if prompt else piped.strip()
+    if prompt:
+        _chat_once(config, args.model, [{"role": "user", "content": prompt}], args)
+        return
+    # Interactive: keep the conversation; /bye ends it.
+    _request(config, "POST", "/api/chat", {"model": args.model, "messages": [], "stream": False})
+    messages: list[dict[str, str]] = []
+    while True:
+        try:
+            line = input(">>> ")
+        except EOFError:
+            print()
+            return
+        if line.strip() in {"/bye", "/exit"}:
+            return
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line})
+        messages.append({"role": "assistant", "content": _chat_once(config, args.model, messages, args)})
+
+
+def cmd_config(config: Config, args: argparse.Namespace) -> None:
+    if args.markdown:
+        print(settings_table(), end="")
+        return
+    for name, value in sorted(config.to_env().items()):
+        print(f"{name}={value}")
+
+
+# ---- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="herd", description="Large language model runner for a team")
+    parser.add_argument("-v", "--version", action="version", version=f"herd version {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
+
+    def verb(name: str, handler: Callable[[Config, argparse.Namespace], None], help_text: str,
+             aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help_text, description=help_text, aliases=list(aliases))
+        sub.set_defaults(handler=handler)
+        return sub
+
+    verb("serve", cmd_serve, "Start Redis (embedded unless HERD_REDIS_URL), workers and the gateway",
+         aliases=("start",))
+    verb("gateway", cmd_gateway, "Run one gateway against HERD_REDIS_URL")
+    verb("worker", cmd_worker, "Run one worker against HERD_REDIS_URL")
+    create = verb("create", cmd_create, "Create a model from a Modelfile")
+    create.add_argument("model", metavar="MODEL")
+    create.add_argument("-f", "--file", default="Modelfile", help="Name of the Modelfile (default: Modelfile)")
+    verb("list", cmd_list, "List models", aliases=("ls",))
+    show = verb("show", cmd_show, "Show information for a model")
+    show.add_argument("model", metavar="MODEL")
+    for flag in ("modelfile", "parameters", "template", "system", "license"):
+        show.add_argument(f"--{flag}", action="store_true", help=f"Show the model's {flag}")
+    rm = verb("rm", cmd_rm, "Remove a model")
+    rm.add_argument("models", metavar="MODEL", nargs="+")
+    run = verb("run", cmd_run, "Run a model")
+    run.add_argument("model", metavar="MODEL")
+    run.add_argument("prompt", metavar="PROMPT", nargs="*")
+    run.add_argument("--verbose", action="store_true", help="Show timings for the response")
+    run.add_argument("--keepalive", help="Duration to keep the model loaded (e.g. 5m)")
+    config = verb("config", cmd_config, "Print the settings in effect")
+    config.add_argument("--markdown", action="store_true", help="Print the table of every setting")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        build_parser().print_help()
+        return
+    config = Config.from_env()
+    logging.basicConfig(level=logging.DEBUG if config.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        handler(config, args)
+    except CliError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,178 @@
+"""The Redis contract between gateways and workers: key names and message types.
+
+Imports nothing but msgspec, so the gateway runs without llama-cpp-python. Every message
+is a msgspec Struct encoded as msgpack under the field `m` of a stream entry.
+
+Keys (all under `herd:`):
+- `jobs:{digest}`      stream of Job per model weights (sha256 hex), consumer group `workers`.
+- `loads`              stream of LoadRequest, consumer group `workers`: "someone load this".
+- `holders:{digest}`   sorted set of the workers holding a model, scored by heartbeat expiry.
+- `loading:{digest}`   SET NX guard so a burst of requests posts one LoadRequest.
+- `events:{job}`       stream of Event per job, read from 0-0 by the gateway; expires.
+- `cancel:{job}`       set (with a TTL) when the client went away; also PUBLISHed on `cancels`.
+- `worker:{id}`        a worker's heartbeat (WorkerState), with a TTL; `workers` indexes them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+import msgspec
+
+PREFIX = "herd:"
+WORKERS_GROUP = "workers"
+LOADS_STREAM = PREFIX + "loads"
+CANCELS_CHANNEL = PREFIX + "cancels"
+WORKERS_SET = PREFIX + "workers"
+
+EVENTS_TTL_MS = 10 * 60 * 1000  # a gateway that lost its client never reads them: let them go
+EVENTS_MAXLEN = 100_000
+CANCEL_TTL_S = 600
+HEARTBEAT_INTERVAL_S = 1.0
+HEARTBEAT_TTL_S = 5  # three missed beats and the worker is taken for dead
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_JOB_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
+
+
+def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
+    # Keys are built from these values; never let a client-chosen `:` or `*` through.
+    if not pattern.match(value):
+        raise ValueError(f"invalid {what}: {value!r}")
+    return value
+
+
+def jobs_key(digest: str) -> str:
+    return f"{PREFIX}jobs:{_checked(digest, _DIGEST, 'digest')}"
+
+
+def holders_key(digest: str) -> str:
+    """Sorted set: worker id → unix ms until which it holds the model (refreshed by heartbeat)."""
+    return f"{PREFIX}holders:{_checked(digest, _DIGEST, 'digest')}"
+
+
+def loading_key(digest: str) -> str:
+    return f"{PREFIX}loading:{_checked(digest, _DIGEST, 'digest')}"
+
+
+def events_key(job_id: str) -> str:
+    return f"{PREFIX}events:{_checked(job_id, _JOB_ID, 'job id')}"
+
+
+def cancel_key(job_id: str) -> str:
+    return f"{PREFIX}cancel:{_checked(job_id, _JOB_ID, 'job id')}"
+
+
+def worker_key(worker_id: str) -> str:
+    return f"{PREFIX}worker:{_checked(worker_id, _JOB_ID, 'worker id')}"
+
+
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class SamplingOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Everything that shapes one sequence's decoding. Defaults are Ollama's."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_last_n: int = 64
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int = -1  # -1: random
+    num_predict: int = -1  # -1: until the context is full
+    stop: list[str] = []
+    num_ctx: int = 0  # 0: the worker's per-sequence context
+
+
+class Job(msgspec.Struct, kw_only=True):
+    """One request for a worker. `prompt` is fully rendered; None asks only for a load."""
+
+    id: str
+    model: str  # the name the client used, for logs and /api/ps
+    digest: str  # sha256 hex of the GGUF weights: what a worker loads
+    prompt: str | None
+    options: SamplingOptions = msgspec.field(default_factory=SamplingOptions)
+    keep_alive: float | None = None  # seconds, -1 forever; None: the worker's default
+    created: float = 0.0  # unix seconds when the gateway accepted it
+
+
+class LoadRequest(msgspec.Struct, kw_only=True):
+    digest: str
+    model: str
+
+
+class Token(msgspec.Struct, tag="token", kw_only=True):
+    attempt: int
+    seq: int
+    text: str
+
+
+class Done(msgspec.Struct, tag="done", kw_only=True):
+    attempt: int
+    seq: int
+    done_reason: Literal["stop", "length", "load", "unload"]
+    prompt_eval_count: NonNegative = 0
+    prompt_eval_duration: NonNegative = 0  # nanoseconds, like Ollama
+    eval_count: NonNegative = 0
+    eval_duration: NonNegative = 0
+    load_duration: NonNegative = 0
+
+
+class Error(msgspec.Struct, tag="error", kw_only=True):
+    attempt: int
+    seq: int
+    message: str
+    status: int = 500  # the HTTP status the gateway answers with if nothing was sent yet
+
+
+Event = Token | Done | Error
+
+
+class LoadedModel(msgspec.Struct, kw_only=True):
+    digest: str
+    model: str
+    size: int  # bytes of weights
+    context_length: int  # per sequence
+    parallel: int
+    busy: int  # sequences running now
+    expires_at: float | None  # unix seconds; None: never
+
+
+class WorkerState(msgspec.Struct, kw_only=True):
+    id: str
+    host: str
+    pid: int
+    max_loaded_models: int
+    loaded: list[LoadedModel] = []
+    beat: float = 0.0  # unix seconds of this heartbeat
+
+
+_job_encoder = msgspec.msgpack.Encoder()
+_job_decoder = msgspec.msgpack.Decoder(Job)
+_load_decoder = msgspec.msgpack.Decoder(LoadRequest)
+_event_decoder = msgspec.msgpack.Decoder(Event)
+_worker_decoder = msgspec.msgpack.Decoder(WorkerState)
+
+encode = _job_encoder.encode
+
+
+def decode_job(data: bytes) -> Job:
+    return _job_decoder.decode(data)
+
+
+def decode_load(data: bytes) -> LoadRequest:
+    return _load_decoder.decode(data)
+
+
+def decode_event(data: bytes) -> Event:
+    event: Event = _event_decoder.decode(data)
+    return event
+
+
+def decode_worker(data: bytes) -> WorkerState:
+    return _worker_decoder.decode(data)

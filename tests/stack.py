@@ -1,0 +1,92 @@
+"""A real Herd for tests: redis-server, worker processes and a gateway process on free ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from herd.demo import DEMO_NAME, write_demo_modelfile
+from herd.processes import EmbeddedRedis, free_port, stop_process
+
+
+class Stack:
+    def __init__(self, root: Path, redis_url: str, *, workers: int = 1, **settings: str | int) -> None:
+        self.root = root
+        self.models = root / "models"
+        self.redis_url = redis_url
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "HERD_HOST": f"127.0.0.1:{self.port}",
+            "HERD_MODELS": str(self.models),
+            "HERD_REDIS_URL": redis_url,
+            "HERD_NUM_THREAD": "2",
+            **{f"HERD_{k.upper()}": str(v) for k, v in settings.items()},
+        }
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.gateway: subprocess.Popen[bytes] | None = None
+        self._n_workers = workers
+
+    def herd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the real `herd` CLI against this stack."""
+        return subprocess.run([sys.executable, "-m", "herd", *args], env=self.env, capture_output=True,
+                              text=True, check=check, timeout=120)
+
+    def _log(self, name: str) -> int:
+        return os.open(self.root / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def _spawn(self, module: str, name: str) -> subprocess.Popen[bytes]:
+        fd = self._log(name)
+        try:
+            return subprocess.Popen([sys.executable, "-m", module], env=self.env, stdout=fd, stderr=fd)
+        finally:
+            os.close(fd)
+
+    def add_worker(self) -> subprocess.Popen[bytes]:
+        process = self._spawn("worker", f"worker{len(self.workers)}")
+        self.workers.append(process)
+        return process
+
+    def start(self) -> Stack:
+        self.models.mkdir(parents=True, exist_ok=True)
+        self.herd("create", DEMO_NAME, "-f", str(write_demo_modelfile(self.root / "demo")))
+        for _ in range(self._n_workers):
+            self.add_worker()
+        self.gateway = self._spawn("gateway", "gateway")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.gateway.poll() is not None:
+                raise RuntimeError(f"gateway exited:\n{self.logs('gateway')}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.base_url + "/", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        raise RuntimeError(f"gateway did not start:\n{self.logs('gateway')}")
+
+    def logs(self, name: str) -> str:
+        path = self.root / f"{name}.log"
+        return path.read_text(errors="replace")[-5000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        for process in [*self.workers, *([self.gateway] if self.gateway else [])]:
+            stop_process(process)
+
+
+@contextlib.contextmanager
+def running_stack(root: Path, redis_url: str | None = None, **settings: str | int) -> Iterator[Stack]:
+    """A stack on its own Redis unless one is given; everything stopped afterwards."""
+    with contextlib.ExitStack() as cleanup:
+        if redis_url is None:
+            redis_url = cleanup.enter_context(EmbeddedRedis()).url
+        stack = Stack(root, redis_url, **settings)
+        cleanup.callback(stack.stop)
+        yield stack.start()
+

@@ -1,0 +1,101 @@
+"""Several requests at once, clients that leave, and a worker that stops mid-stream."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.stack import Stack, running_stack
+
+LONG = {"num_predict": 4000, "temperature": 0.8, "seed": 1}  # far longer than any test waits
+
+
+@pytest.fixture(scope="module")
+def one_slot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """NUM_PARALLEL=1, so a leaked slot would block the next request."""
+    with running_stack(tmp_path_factory.mktemp("one-slot"), num_parallel=1) as stack:
+        yield stack
+
+
+def _read_some_then_leave(base_url: str, model: str, lines: int) -> int:
+    body = {"model": model, "prompt": "Tell me a very long story.", "options": LONG}
+    seen = 0
+    with httpx.Client(base_url=base_url, timeout=60) as http, http.stream("POST", "/api/generate", json=body) as r:
+        for line in r.iter_lines():
+            if line:
+                seen += 1
+            if seen >= lines:
+                break
+    return seen
+
+
+def _quick(base_url: str, model: str, timeout: float) -> dict[str, object]:
+    body = {"model": model, "prompt": "Hi", "stream": False, "options": {"num_predict": 3}}
+    response = httpx.post(base_url + "/api/generate", json=body, timeout=timeout)
+    response.raise_for_status()
+    result: dict[str, object] = response.json()
+    return result
+
+
+def test_two_concurrent_requests_both_complete(herd: Stack, model_name: str) -> None:
+    results: list[dict[str, object]] = []
+
+    def ask() -> None:
+        body = {"model": model_name, "prompt": "Count to ten.", "stream": False,
+                "options": {"num_predict": 16, "temperature": 0}}
+        results.append(httpx.post(herd.base_url + "/api/generate", json=body, timeout=120).json())
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 2
+    assert all(r["done"] is True and r["eval_count"] == 16 for r in results)
+    assert results[0]["response"] == results[1]["response"]  # same greedy request, same text
+
+
+def test_disconnect_mid_stream_frees_the_slot(one_slot: Stack, model_name: str) -> None:
+    assert _read_some_then_leave(one_slot.base_url, model_name, 3) == 3
+    started = time.monotonic()
+    assert _quick(one_slot.base_url, model_name, timeout=20)["done"] is True
+    assert time.monotonic() - started < 20
+
+
+def test_disconnect_while_queued_never_runs_the_job(one_slot: Stack, model_name: str) -> None:
+    body = {"model": model_name, "prompt": "Tell me a very long story.", "options": LONG}
+    with httpx.Client(base_url=one_slot.base_url, timeout=60) as http, \
+            http.stream("POST", "/api/generate", json=body) as running:
+        next(running.iter_lines())  # the only slot is now busy
+        with pytest.raises(httpx.ReadTimeout):  # this one waits in the queue, then gives up
+            httpx.post(one_slot.base_url + "/api/generate", json=body, timeout=1.0)
+    # Both clients are gone: the slot must serve a new request at once, not the abandoned one.
+    assert _quick(one_slot.base_url, model_name, timeout=20)["done"] is True
+
+
+def test_non_streamed_request_is_cancelled_when_its_client_leaves(one_slot: Stack, model_name: str) -> None:
+    body = {"model": model_name, "prompt": "Tell me a very long story.", "stream": False, "options": LONG}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(one_slot.base_url + "/api/generate", json=body, timeout=2.0)
+    assert _quick(one_slot.base_url, model_name, timeout=20)["done"] is True
+
+
+def test_worker_stopping_mid_stream_ends_with_an_error_line(tmp_path: Path, model_name: str) -> None:
+    with running_stack(tmp_path, num_parallel=1) as stack:
+        body = {"model": model_name, "prompt": "Tell me a very long story.", "options": LONG}
+        with httpx.Client(base_url=stack.base_url, timeout=60) as http, \
+                http.stream("POST", "/api/generate", json=body) as response:
+            lines = response.iter_lines()
+            first = json.loads(next(lines))
+            assert first["done"] is False
+            stack.workers[0].send_signal(signal.SIGTERM)
+            rest = [json.loads(line) for line in lines if line]
+        assert rest, "the stream ended without a word"
+        assert "error" in rest[-1] and "done" not in rest[-1]

@@ -1,0 +1,374 @@
+"""A worker process: claims jobs from Redis for the models it holds, runs them through
+their engines, and streams each job's events back.
+
+Everything here is asyncio on one thread; each loaded model decodes on its own thread
+(`EngineThread`) and hands back one batch of events per decode step, which go out to
+Redis in one pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from herd import protocol
+from herd.config import Config
+from herd.protocol import Done, Error, Token, WorkerState
+from worker.engine import Engine, Failed, Finished, TextOut
+from worker.engine_thread import Cancelled, EngineThread, ThreadEvent
+from worker.hosted import HostedModel, RunningJob
+
+log = logging.getLogger(__name__)
+
+_CLAIM_BLOCK_MS = 1000
+
+
+def default_worker_id() -> str:
+    host = re.sub(r"[^0-9a-zA-Z_-]", "-", socket.gethostname())[:32]
+    return f"{host}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+class Worker:
+    def __init__(self, config: Config, redis_url: str, *, worker_id: str | None = None) -> None:
+        self.config = config
+        self.id = worker_id or default_worker_id()
+        self._redis_url = redis_url
+        self.models: dict[str, HostedModel] = {}
+        self._loading: set[str] = set()
+        self._outbox: list[tuple[str, bytes]] = []  # (events key, encoded event)
+        self._acks: list[tuple[str, str]] = []  # (job stream, entry id)
+        self._outbox_ready = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._claim_client_id: int | None = None
+        self._redis: aioredis.Redis
+        self._claim: aioredis.Redis
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._redis = aioredis.Redis.from_url(self._redis_url)
+        self._claim = aioredis.Redis.from_url(self._redis_url, single_connection_client=True)
+        self._claim_client_id = int(await self._claim.client_id())
+        await self._ensure_group(protocol.LOADS_STREAM)
+        loops = [
+            asyncio.create_task(self._claim_loop(stop), name="claim"),
+            asyncio.create_task(self._publish_loop(), name="publish"),
+            asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
+            asyncio.create_task(self._cancel_loop(), name="cancels"),
+        ]
+        log.info("worker %s ready", self.id)
+        try:
+            await stop.wait()
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        for host in list(self.models.values()):
+            for running in list(host.running.values()):
+                self._emit_event(running, Error(attempt=running.attempt, seq=running.next_seq(),
+                                                message="the worker stopped", status=503))
+                self._finish(host, running)
+            await self._unload(host)
+        await self._flush()
+        await self._redis.delete(protocol.worker_key(self.id))
+        await self._redis.srem(protocol.WORKERS_SET, self.id)
+        await self._claim.aclose()
+        await self._redis.aclose()
+
+    async def _ensure_group(self, stream: str) -> None:
+        try:
+            await self._redis.xgroup_create(stream, protocol.WORKERS_GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- claiming ----------------------------------------------------------------------
+
+    def _room_for_load(self) -> bool:
+        held = len(self.models) + len(self._loading)
+        if held < self.config.max_loaded_models:
+            return True
+        return any(not h.busy for h in self.models.values())
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            streams: dict[Any, Any] = {}
+            counts: list[int] = []
+            for host in self.models.values():
+                if host.free_slots > 0:
+                    streams[protocol.jobs_key(host.digest)] = ">"
+                    counts.append(host.free_slots)
+            if self._room_for_load():
+                streams[protocol.LOADS_STREAM] = ">"
+            if not streams:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                reply: Any = await self._claim.xreadgroup(
+                    protocol.WORKERS_GROUP, self.id, streams, count=min(counts, default=1), block=_CLAIM_BLOCK_MS
+                )
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # a stream was deleted under us: recreate its group
+                    for stream in streams:
+                        await self._ensure_group(stream)
+                    continue
+                raise
+            for stream_name, entries in reply or []:
+                stream = stream_name.decode()
+                if stream == protocol.LOADS_STREAM:
+                    for entry_id, fields in entries:
+                        self._start_load(entry_id.decode(), fields[b"m"])
+                else:
+                    await self._start_jobs(stream, entries)
+
+    async def _unblock_claim(self) -> None:
+        """A slot freed up: make the claim loop re-read with the new set of streams."""
+        if self._claim_client_id is not None:
+            await self._redis.client_unblock(self._claim_client_id)
+
+    async def _start_jobs(self, stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        jobs = [(entry_id.decode(), protocol.decode_job(fields[b"m"])) for entry_id, fields in entries]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _, job in jobs:
+                pipe.exists(protocol.cancel_key(job.id))
+            cancelled = await pipe.execute()
+        for (entry_id, job), gone in zip(jobs, cancelled, strict=True):
+            host = self.models.get(job.digest)
+            running = RunningJob(job=job, entry_id=entry_id, attempt=0)
+            if gone or host is None:  # the client left while it waited; nobody to answer
+                self._acks.append((stream, entry_id))
+                continue
+            if job.keep_alive is not None:
+                host.keep_alive = math.inf if job.keep_alive < 0 else job.keep_alive
+            if job.prompt is None:
+                self._emit_event(running, self._done(host, running, "load"))
+                self._acks.append((stream, entry_id))
+                continue
+            host.running[job.id] = running
+            host.thread.submit(job.id, job.prompt, job.options)
+        self._outbox_ready.set()
+
+    # ---- loading -----------------------------------------------------------------------
+
+    def _start_load(self, entry_id: str, data: bytes) -> None:
+        request = protocol.decode_load(data)
+        self._spawn(self._load(entry_id, request))
+
+    async def _load(self, entry_id: str, request: protocol.LoadRequest) -> None:
+        digest = request.digest
+        try:
+            if digest in self.models or digest in self._loading:
+                return
+            await self._make_room()
+            self._loading.add(digest)
+            started = time.perf_counter_ns()
+            try:
+                engine = await asyncio.to_thread(self._open_engine, digest)
+            except Exception as exc:
+                log.exception("loading %s failed", request.model)
+                await self._fail_waiting(digest, f"failed to load model '{request.model}': {exc}")
+                return
+            finally:
+                self._loading.discard(digest)
+            host = HostedModel(
+                digest=digest,
+                name=request.model,
+                thread=EngineThread(engine, asyncio.get_running_loop(),
+                                    lambda events: self._on_events(digest, events), name=f"engine-{digest[:8]}"),
+                size=engine.size_bytes,
+                context_length=engine.ctx_per_seq,
+                parallel=engine.n_parallel,
+                keep_alive=self.config.keep_alive,
+                load_duration_ns=time.perf_counter_ns() - started,
+            )
+            self.models[digest] = host
+            await self._ensure_group(protocol.jobs_key(digest))
+            await self._publish_holdings()
+            log.info("loaded %s (%.2fs)", request.model, host.load_duration_ns / 1e9)
+        finally:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.delete(protocol.loading_key(digest))
+                pipe.xack(protocol.LOADS_STREAM, protocol.WORKERS_GROUP, entry_id)
+                pipe.xdel(protocol.LOADS_STREAM, entry_id)
+                await pipe.execute()
+            await self._unblock_claim()
+
+    def _open_engine(self, digest: str) -> Engine:
+        path = self.config.models / "blobs" / f"sha256-{digest}"
+        if not path.is_file():
+            raise FileNotFoundError(f"no blob sha256-{digest} in {self.config.models}")
+        return Engine(
+            str(path),
+            n_parallel=self.config.num_parallel,
+            ctx_per_seq=self.config.context_length,
+            n_threads=self.config.num_thread,
+            flash_attention=self.config.flash_attention,
+        )
+
+    async def _make_room(self) -> None:
+        """Evict idle models, least recently used first, until one more fits."""
+        while len(self.models) + len(self._loading) >= self.config.max_loaded_models:
+            idle = [h for h in self.models.values() if not h.busy]
+            if not idle:
+                return
+            await self._unload(min(idle, key=lambda h: h.idle_since))
+
+    async def _unload(self, host: HostedModel) -> None:
+        self.models.pop(host.digest, None)
+        await self._redis.zrem(protocol.holders_key(host.digest), self.id)
+        await host.thread.stop()
+        log.info("unloaded %s", host.name)
+
+    async def _fail_waiting(self, digest: str, message: str) -> None:
+        """A model that cannot load fails the jobs waiting for it, rather than stranding them."""
+        stream = protocol.jobs_key(digest)
+        await self._ensure_group(stream)
+        while True:
+            reply: Any = await self._redis.xreadgroup(protocol.WORKERS_GROUP, self.id, {stream: ">"}, count=100)
+            if not reply:
+                break
+            for entry_id, fields in reply[0][1]:
+                job = protocol.decode_job(fields[b"m"])
+                running = RunningJob(job=job, entry_id=entry_id.decode(), attempt=0)
+                self._emit_event(running, Error(attempt=0, seq=1, message=message, status=500))
+                self._acks.append((stream, running.entry_id))
+        await self._flush()
+
+    # ---- events ------------------------------------------------------------------------
+
+    def _done(self, host: HostedModel, running: RunningJob, reason: str, finished: Finished | None = None) -> Done:
+        load_ns = host.load_duration_ns if running.job.created <= host.ready_at else 0
+        return Done(
+            attempt=running.attempt,
+            seq=running.next_seq(),
+            done_reason=reason,  # type: ignore[arg-type]
+            prompt_eval_count=finished.prompt_eval_count if finished else 0,
+            prompt_eval_duration=finished.prompt_eval_duration_ns if finished else 0,
+            eval_count=finished.eval_count if finished else 0,
+            eval_duration=finished.eval_duration_ns if finished else 0,
+            load_duration=load_ns,
+        )
+
+    def _emit_event(self, running: RunningJob, event: protocol.Event) -> None:
+        self._outbox.append((protocol.events_key(running.job.id), protocol.encode(event)))
+
+    def _finish(self, host: HostedModel, running: RunningJob) -> None:
+        host.running.pop(running.job.id, None)
+        self._acks.append((protocol.jobs_key(host.digest), running.entry_id))
+        if not host.busy:
+            host.idle_since = time.monotonic()
+
+    def _on_events(self, digest: str, events: Sequence[ThreadEvent]) -> None:
+        """Called on the loop thread with one decode step's events."""
+        host = self.models.get(digest)
+        if host is None:
+            return
+        freed = False
+        for event in events:
+            running = host.running.get(event.request_id)
+            if running is None:
+                continue
+            if isinstance(event, TextOut):
+                self._emit_event(running, Token(attempt=running.attempt, seq=running.next_seq(), text=event.text))
+                continue
+            if isinstance(event, Finished):
+                self._emit_event(running, self._done(host, running, event.done_reason, event))
+            elif isinstance(event, Failed):
+                self._emit_event(running, Error(attempt=running.attempt, seq=running.next_seq(),
+                                                message=event.message, status=event.status))
+            elif isinstance(event, Cancelled):
+                self._emit_event(running, Error(attempt=running.attempt, seq=running.next_seq(),
+                                                message="request canceled", status=499))
+            self._finish(host, running)
+            freed = True
+        self._outbox_ready.set()
+        if freed:
+            self._spawn(self._after_free(host))
+
+    async def _after_free(self, host: HostedModel) -> None:
+        if host.expired() and host.digest in self.models:
+            await self._unload(host)
+            await self._publish_holdings()
+        await self._unblock_claim()
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._outbox and not self._acks:
+            return
+        outbox, self._outbox = self._outbox, []
+        acks, self._acks = self._acks, []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, data in outbox:
+                pipe.xadd(key, {"m": data}, maxlen=protocol.EVENTS_MAXLEN, approximate=True)
+            for key in {key for key, _ in outbox}:
+                pipe.pexpire(key, protocol.EVENTS_TTL_MS)
+            for stream, entry_id in acks:
+                pipe.xack(stream, protocol.WORKERS_GROUP, entry_id)
+                pipe.xdel(stream, entry_id)
+            await pipe.execute()
+
+    # ---- cancellation and heartbeat ----------------------------------------------------
+
+    async def _cancel_loop(self) -> None:
+        pubsub = self._redis.pubsub()
+        await pubsub.subscribe(protocol.CANCELS_CHANNEL)
+        try:
+            async for message in pubsub.listen():
+                if message.get("type") != "message":
+                    continue
+                job_id = message["data"].decode()
+                for host in self.models.values():
+                    if job_id in host.running:
+                        host.thread.cancel(job_id)
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _publish_holdings(self) -> None:
+        now = time.time()
+        state = WorkerState(
+            id=self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            max_loaded_models=self.config.max_loaded_models,
+            loaded=[h.describe() for h in self.models.values()],
+            beat=now,
+        )
+        until_ms = int((now + protocol.HEARTBEAT_TTL_S) * 1000)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(protocol.worker_key(self.id), protocol.encode(state), px=protocol.HEARTBEAT_TTL_S * 1000)
+            pipe.sadd(protocol.WORKERS_SET, self.id)
+            for host in self.models.values():
+                pipe.zadd(protocol.holders_key(host.digest), {self.id: until_ms})
+            await pipe.execute()
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            for host in list(self.models.values()):
+                if host.expired():
+                    await self._unload(host)
+            await self._publish_holdings()
+            await asyncio.sleep(protocol.HEARTBEAT_INTERVAL_S)
