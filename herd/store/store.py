@@ -1,0 +1,573 @@
+"""The model store, in Ollama's on-disk layout so an existing Ollama store is served as is.
+
+    <root>/manifests/<host>/<namespace>/<model>/<tag>   JSON manifest, schemaVersion 2
+    <root>/blobs/sha256-<hex>                           content-addressed layers and config
+
+Names and digests are validated before they become paths, and every path is resolved and
+checked to stay inside `manifests/` or `blobs/` (a symlink pointing elsewhere is refused).
+Writes go to a temporary file that is fsynced and renamed, so a crash never leaves a half
+manifest or blob under its final name. Mutations that add or remove manifests take an flock on
+`<root>/.herd-lock` so a concurrent delete cannot collect a blob a create is about to reference.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import glob
+import hashlib
+import io
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO
+
+import msgspec
+
+from herd.store.gguf import GGUFError, GGUFInfo, read_gguf
+from herd.store.modelfile import Modelfile, render_modelfile
+from herd.store.names import InvalidDigest, InvalidModelName, ModelName, digest_hex, parse_digest, parse_name
+
+log = logging.getLogger(__name__)
+
+MEDIA_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MEDIA_CONFIG = "application/vnd.docker.container.image.v1+json"
+MEDIA_MODEL = "application/vnd.ollama.image.model"
+MEDIA_PROJECTOR = "application/vnd.ollama.image.projector"
+MEDIA_ADAPTER = "application/vnd.ollama.image.adapter"
+MEDIA_TEMPLATE = "application/vnd.ollama.image.template"
+MEDIA_SYSTEM = "application/vnd.ollama.image.system"
+MEDIA_PARAMS = "application/vnd.ollama.image.params"
+MEDIA_LICENSE = "application/vnd.ollama.image.license"
+MEDIA_MESSAGES = "application/vnd.ollama.image.messages"
+
+_MAX_MANIFEST = 1 << 20  # manifests and configs are a few hundred bytes
+_MAX_TEXT_LAYER = 16 << 20  # templates, system prompts, licenses, params, messages
+_CHUNK = 1 << 20
+
+
+class StoreError(Exception):
+    """A store operation that cannot be done (bad FROM, unsafe path, missing blob...)."""
+
+
+class ModelNotFound(StoreError, LookupError):
+    pass
+
+
+class CorruptModel(StoreError):
+    """A manifest, config or layer that is unreadable, malformed or does not match its blob."""
+
+
+class UnsafePath(StoreError):
+    """A path that would resolve outside the store."""
+
+
+class DigestMismatch(StoreError):
+    pass
+
+
+class Layer(msgspec.Struct, rename="camel", omit_defaults=True):
+    media_type: str
+    digest: str
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    from_: str = msgspec.field(default="", name="from")
+    name: str = ""
+
+
+class Manifest(msgspec.Struct, rename="camel", kw_only=True):
+    schema_version: int  # fields in Go's order, so our manifests read like Ollama's
+    media_type: str = MEDIA_MANIFEST
+    config: Layer
+    layers: list[Layer]
+
+
+class ModelConfig(msgspec.Struct):
+    """Ollama's ConfigV2; only the fields Herd reads (unknown ones are ignored)."""
+
+    model_format: str = ""
+    model_family: str = ""
+    model_families: list[str] | None = None
+    model_type: str = ""
+    file_type: str = ""
+    requires: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDetails:
+    parent_model: str
+    format: str
+    family: str
+    families: list[str] | None
+    parameter_size: str
+    quantization_level: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRecord:
+    name: ModelName
+    manifest_path: Path
+    manifest_digest: str  # sha256 hex of the manifest file: the `digest` of /api/tags
+    manifest: Manifest
+    size: int  # layers plus config, as Ollama's Manifest.Size
+    modified_at: dt.datetime
+    weights_path: Path
+    weights_digest: str
+    projector_path: Path | None
+    adapters: list[Path]
+    template: str | None
+    system: str | None
+    parameters: dict[str, Any]
+    messages: list[dict[str, Any]]
+    licenses: list[str]
+    requires: str | None
+    details: ModelDetails
+
+    def modelfile(self) -> str:
+        """`ollama show --modelfile` text; no TEMPLATE line means the GGUF chat template is used."""
+        mf = Modelfile(
+            from_=str(self.weights_path), parameters=dict(self.parameters), template=self.template,
+            system=self.system, adapters=[str(p) for p in self.adapters], licenses=list(self.licenses),
+            messages=[(str(m.get("role", "")), str(m.get("content", ""))) for m in self.messages],
+            requires=self.requires,
+        )
+        return render_modelfile(mf, show_name=self.name.display())
+
+
+def _go_json(value: Any, *, sort_keys: bool = False) -> bytes:
+    """JSON as Go's json.Encoder writes it, so blobs we write hash like Ollama's.
+
+    Go prints whole floats without `.0`, escapes <, > and & and ends with a newline.
+    """
+    def whole(v: Any) -> Any:
+        if isinstance(v, float) and v.is_integer() and abs(v) < 1e21:
+            return int(v)
+        if isinstance(v, list):
+            return [whole(x) for x in v]
+        if isinstance(v, dict):
+            return {k: whole(x) for k, x in v.items()}
+        return v
+
+    text = json.dumps(whole(value), ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escape)
+    return (text + "\n").encode()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temp(directory: Path, chunks: Iterator[bytes]) -> Path:
+    """Write chunks to a new hidden file in `directory`, fsynced; the caller renames it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".herd-{uuid.uuid4().hex}-partial"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = _write_temp(path.parent, iter([data]))
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _read_capped(path: Path, limit: int, what: str) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise CorruptModel(f"{what} is larger than {limit} bytes")
+    return data
+
+
+def _check_gguf(path: Path, what: str) -> GGUFInfo:
+    try:
+        return read_gguf(path)  # refuses anything that is not a well-formed GGUF file
+    except GGUFError as exc:
+        raise StoreError(f"{what}: {exc}") from exc
+
+
+def _as_name(name: str | ModelName) -> ModelName:
+    return name if isinstance(name, ModelName) else parse_name(name)
+
+
+class ModelStore:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser()
+        self.manifests_dir = self.root / "manifests"
+        self.blobs_dir = self.root / "blobs"
+
+    # -- paths -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _contained(path: Path, base: Path) -> Path:
+        # Resolve against the resolved base, so a store whose blobs/ is itself a symlink to
+        # another disk still works while a blob symlinked out of it does not.
+        if not path.resolve().is_relative_to(base.resolve()):
+            raise UnsafePath(f"{path} resolves outside {base}")
+        return path
+
+    def blob_path(self, digest: str) -> Path:
+        """Where a blob lives; raises InvalidDigest for anything but sha256:<64 hex>."""
+        return self._contained(self.blobs_dir / f"sha256-{digest_hex(digest)}", self.blobs_dir)
+
+    def manifest_path(self, name: ModelName) -> Path:
+        return self._contained(self.manifests_dir.joinpath(*name.manifest_parts()), self.manifests_dir)
+
+    # -- blobs -------------------------------------------------------------------------------
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def add_blob(self, source: str | os.PathLike[str] | bytes | BinaryIO, *, digest: str | None = None) -> str:
+        """Store a file, bytes or a binary stream; returns `sha256:<hex>`.
+
+        With `digest`, content that hashes differently raises DigestMismatch and is discarded.
+        A file whose blob already exists is hashed but not copied again.
+        """
+        expected = parse_digest(digest) if digest is not None else None
+        if isinstance(source, bytes):
+            return self._add_stream(io.BytesIO(source), expected)
+        if isinstance(source, str | os.PathLike):
+            path = Path(source)
+            with open(path, "rb") as f:
+                actual = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+                size = os.fstat(f.fileno()).st_size
+            if expected is not None and actual != expected:
+                raise DigestMismatch(f"{path} has digest {actual}, expected {expected}")
+            existing = self.blob_path(actual)
+            if existing.is_file() and existing.stat().st_size == size:
+                return actual
+            with open(path, "rb") as f:  # hashed again while copying: the file may have changed
+                return self._add_stream(f, actual)
+        return self._add_stream(source, expected)
+
+    def _add_stream(self, stream: BinaryIO, expected: str | None) -> str:
+        hasher = hashlib.sha256()
+
+        def chunks() -> Iterator[bytes]:
+            while chunk := stream.read(_CHUNK):
+                hasher.update(chunk)
+                yield chunk
+
+        tmp = _write_temp(self.blobs_dir, chunks())
+        try:
+            actual = "sha256:" + hasher.hexdigest()
+            if expected is not None and actual != expected:
+                raise DigestMismatch(f"content has digest {actual}, expected {expected}")
+            final = self.blob_path(actual)
+            if final.is_file() and final.stat().st_size == tmp.stat().st_size:
+                return actual  # keep the existing inode: a loaded model may have it mapped
+            os.replace(tmp, final)
+            _fsync_dir(self.blobs_dir)
+            return actual
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def verify_blob(self, digest: str) -> bool:
+        """Rehash a blob and compare it with its name."""
+        try:
+            with open(self.blob_path(digest), "rb") as f:
+                return hashlib.file_digest(f, "sha256").hexdigest() == digest_hex(digest)
+        except FileNotFoundError:
+            return False
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _scan(self) -> Iterator[tuple[ModelName, Path]]:
+        # glob skips dot files, so our temporary files are never taken for manifests.
+        if not self.manifests_dir.is_dir():
+            return
+        for rel in sorted(glob.glob(os.path.join("*", "*", "*", "*"), root_dir=self.manifests_dir)):
+            path = self.manifests_dir / rel
+            try:
+                name = ModelName(*Path(rel).parts)
+                if path.is_file():
+                    yield name, self._contained(path, self.manifests_dir)
+            except (InvalidModelName, UnsafePath) as exc:
+                log.warning("ignoring manifest %s: %s", path, exc)
+
+    def _find(self, name: ModelName) -> tuple[ModelName, Path] | None:
+        """The manifest for `name`, matched case-insensitively like Ollama's getExistingName."""
+        exact = self.manifest_path(name)
+        if exact.is_file():
+            return name, exact
+        return next(((n, p) for n, p in self._scan() if n.same_model(name)), None)
+
+    def _layer_blob(self, name: ModelName, layer: Layer) -> Path:
+        try:
+            path = self.blob_path(layer.digest)
+            size = path.stat().st_size
+        except InvalidDigest as exc:
+            raise CorruptModel(f"model {name}: {exc}") from exc
+        except FileNotFoundError:
+            raise CorruptModel(f"model {name}: blob {layer.digest} is missing") from None
+        if size != layer.size:
+            raise CorruptModel(f"model {name}: blob {layer.digest} has {size} bytes, manifest says {layer.size}")
+        return path
+
+    def _text(self, name: ModelName, layer: Layer) -> str:
+        data = _read_capped(self._layer_blob(name, layer), _MAX_TEXT_LAYER, f"layer {layer.digest}")
+        return data.decode("utf-8", errors="replace")
+
+    def _json(self, name: ModelName, layer: Layer, kind: type[Any]) -> Any:
+        try:
+            value = json.loads(self._text(name, layer))
+        except json.JSONDecodeError as exc:
+            raise CorruptModel(f"model {name}: layer {layer.digest} is not JSON: {exc}") from exc
+        if not isinstance(value, kind):
+            raise CorruptModel(f"model {name}: layer {layer.digest} is not a JSON {kind.__name__}")
+        return value
+
+    def _load(self, name: ModelName, path: Path) -> ModelRecord:
+        raw = _read_capped(path, _MAX_MANIFEST, f"manifest of {name}")
+        mtime = path.stat().st_mtime
+        try:
+            manifest = msgspec.json.decode(raw, type=Manifest)
+            config = msgspec.json.decode(
+                _read_capped(self._layer_blob(name, manifest.config), _MAX_MANIFEST, "config"), type=ModelConfig)
+        except msgspec.DecodeError as exc:
+            raise CorruptModel(f"model {name}: {exc}") from exc
+        weights: Layer | None = None
+        projector: Path | None = None
+        adapters: list[Path] = []
+        texts: dict[str, str] = {}
+        licenses: list[str] = []
+        parameters: dict[str, Any] = {}
+        messages: list[dict[str, Any]] = []
+        for layer in manifest.layers:
+            blob = self._layer_blob(name, layer)  # every layer's blob must exist with its size
+            kind = layer.media_type
+            if kind == MEDIA_MODEL:
+                weights = layer  # the last one wins, as in Ollama's GetModel
+            elif kind == MEDIA_PROJECTOR:
+                projector = blob
+            elif kind == MEDIA_ADAPTER:
+                adapters.append(blob)
+            elif kind in (MEDIA_TEMPLATE, MEDIA_SYSTEM):
+                texts[kind] = self._text(name, layer)
+            elif kind == MEDIA_LICENSE:
+                licenses.append(self._text(name, layer))
+            elif kind == MEDIA_PARAMS:
+                parameters = self._json(name, layer, dict)
+            elif kind == MEDIA_MESSAGES:
+                messages = self._json(name, layer, list)
+                if not all(isinstance(m, dict) for m in messages):
+                    raise CorruptModel(f"model {name}: messages layer holds a non-object")
+        if weights is None:
+            raise CorruptModel(f"model {name} has no model layer")
+        return ModelRecord(
+            name=name, manifest_path=path, manifest_digest=hashlib.sha256(raw).hexdigest(), manifest=manifest,
+            size=sum(layer.size for layer in manifest.layers) + manifest.config.size,
+            modified_at=dt.datetime.fromtimestamp(mtime, dt.UTC),
+            weights_path=self.blob_path(weights.digest), weights_digest=digest_hex(weights.digest),
+            projector_path=projector, adapters=adapters, template=texts.get(MEDIA_TEMPLATE),
+            system=texts.get(MEDIA_SYSTEM), parameters=parameters, messages=messages, licenses=licenses,
+            requires=config.requires or None,
+            details=ModelDetails(
+                parent_model=weights.from_, format=config.model_format or "gguf", family=config.model_family,
+                families=config.model_families, parameter_size=config.model_type,
+                quantization_level=config.file_type,
+            ),
+        )
+
+    def get(self, name: str | ModelName) -> ModelRecord | None:
+        """The model by name (case-insensitive); None if absent, CorruptModel if unreadable."""
+        found = self._find(_as_name(name))
+        return None if found is None else self._load(*found)
+
+    def list(self) -> list[ModelRecord]:
+        """Every readable model; broken manifests are logged and skipped, never fatal."""
+        records = []
+        for name, path in self._scan():
+            try:
+                records.append(self._load(name, path))
+            except (StoreError, OSError) as exc:
+                log.warning("skipping model %s: %s", name.display(), exc)
+        return records
+
+    # -- writing -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".herd-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _references(self, path: Path) -> set[str]:
+        try:
+            manifest = msgspec.json.decode(_read_capped(path, _MAX_MANIFEST, "manifest"), type=Manifest)
+        except (OSError, StoreError, msgspec.DecodeError):
+            return set()
+        refs = set()
+        for layer in [manifest.config, *manifest.layers]:
+            with contextlib.suppress(InvalidDigest):
+                refs.add(parse_digest(layer.digest))
+        return refs
+
+    def _collect(self, candidates: set[str]) -> None:
+        """Remove candidate blobs that no manifest references any more (lock held)."""
+        in_use = set().union(*(self._references(path) for _, path in self._scan()))
+        for digest in candidates - in_use:
+            self.blob_path(digest).unlink(missing_ok=True)
+
+    def _replace_manifest(self, name: ModelName, data: bytes, refs: set[str]) -> ModelName:
+        """Write a manifest for `name` (or the differently cased model already there)."""
+        with self._locked():
+            missing = [d for d in refs if not self.has_blob(d)]
+            if missing:
+                raise StoreError(f"cannot write {name}: blobs {', '.join(sorted(missing))} are missing")
+            found = self._find(name)
+            target = found[0] if found else name
+            path = self.manifest_path(target)
+            old = self._references(path)
+            _atomic_write(path, data)
+            self._collect(old - refs)
+        return target
+
+    def _write(self, name: ModelName, config: dict[str, Any], layers: builtins.list[Layer]) -> ModelRecord:
+        config_layer = self._text_layer(MEDIA_CONFIG, _go_json(config))
+        manifest = Manifest(schema_version=2, config=config_layer, layers=layers)
+        refs = {parse_digest(layer.digest) for layer in [config_layer, *layers]}
+        target = self._replace_manifest(name, msgspec.json.encode(manifest) + b"\n", refs)
+        record = self.get(target)
+        assert record is not None
+        return record
+
+    def _text_layer(self, media_type: str, data: bytes) -> Layer:
+        return Layer(media_type=media_type, digest=self.add_blob(data), size=len(data))
+
+    def _file_layer(self, media_type: str, path: Path) -> Layer:
+        return Layer(media_type=media_type, digest=self.add_blob(path), size=path.stat().st_size)
+
+    def _local_file(self, text: str, base_dir: Path | None, what: str) -> Path | None:
+        """A FROM/ADAPTER value as a GGUF file: a blob digest, or a path when base_dir allows."""
+        with contextlib.suppress(InvalidDigest):
+            path = self.blob_path(parse_digest(text))
+            if not path.is_file():
+                raise StoreError(f"{what} {text}: no such blob")
+            return path
+        if base_dir is None:
+            return None  # API callers: no access to the server's file system
+        path = Path(text).expanduser()
+        path = path if path.is_absolute() else base_dir / path
+        if path.is_dir():
+            raise StoreError(f"{what} {text}: is a directory; only GGUF files can be imported")
+        if path.is_file():
+            return path
+        if text.startswith((".", "/", "~")) or text.endswith(".gguf"):
+            raise StoreError(f"{what} {text}: no such file")
+        return None
+
+    def create(self, name: str | ModelName, modelfile: Modelfile, *, base_dir: Path | None = None) -> ModelRecord:
+        """Create (or replace) a model from a parsed Modelfile.
+
+        FROM is a GGUF file (a `sha256:` blob digest, or a path relative to `base_dir`, `~`
+        expanded) or an existing model whose layers are inherited. Without `base_dir` no path
+        on this machine is read: pass it only for a Modelfile from a trusted local user.
+        """
+        target = _as_name(name)
+        weights = self._local_file(modelfile.from_, base_dir, "FROM")
+        if weights is not None:
+            info = _check_gguf(weights, f"FROM {modelfile.from_}")
+            arch = info.architecture or ""
+            layers = [self._file_layer(MEDIA_MODEL, weights)]
+            config: dict[str, Any] = {
+                "model_format": "gguf", "model_family": arch, "model_families": [arch] if arch else None,
+                "model_type": info.parameter_size, "file_type": info.file_type or "unknown",
+                # Ollama's ConfigV2 names the platform here, not the model architecture.
+                "architecture": "amd64", "os": "linux",
+            }
+            parameters: dict[str, Any] = {}
+        else:
+            try:
+                base = self.get(modelfile.from_)
+            except InvalidModelName as exc:
+                raise StoreError(f"FROM {modelfile.from_}: not a file or a valid model name") from exc
+            if base is None:
+                raise ModelNotFound(f'model "{modelfile.from_}" not found')
+            shown = base.name.display()
+            layers = [msgspec.structs.replace(layer, from_=shown) for layer in base.manifest.layers]
+            config = json.loads(_read_capped(self._layer_blob(base.name, base.manifest.config), _MAX_MANIFEST,
+                                             "config"))
+            parameters = dict(base.parameters)
+
+        for adapter in modelfile.adapters:
+            path = self._local_file(adapter, base_dir, "ADAPTER")
+            if path is None:
+                raise StoreError(f"ADAPTER {adapter}: no such file")
+            _check_gguf(path, f"ADAPTER {adapter}")
+            layers.append(self._file_layer(MEDIA_ADAPTER, path))
+
+        def replace(media_type: str, data: bytes) -> None:
+            layers[:] = [layer for layer in layers if layer.media_type != media_type]
+            layers.append(self._text_layer(media_type, data))
+
+        if modelfile.template:
+            replace(MEDIA_TEMPLATE, modelfile.template.encode())
+        if modelfile.system:
+            replace(MEDIA_SYSTEM, modelfile.system.encode())
+        for text in modelfile.licenses:
+            layers.append(self._text_layer(MEDIA_LICENSE, text.encode()))
+        parameters.update(modelfile.parameters)  # a new value replaces the inherited one whole
+        if parameters:
+            replace(MEDIA_PARAMS, _go_json(parameters, sort_keys=True))
+        if modelfile.messages:
+            replace(MEDIA_MESSAGES, _go_json([{"role": r, "content": c} for r, c in modelfile.messages]))
+        if modelfile.requires:
+            config["requires"] = modelfile.requires
+        return self._write(target, config, layers)
+
+    def copy(self, source: str | ModelName, destination: str | ModelName) -> ModelRecord:
+        """Copy a model's manifest verbatim under another name (blobs are shared)."""
+        src = _as_name(source)
+        found = self._find(src)
+        if found is None:
+            raise ModelNotFound(f'model "{source}" not found')
+        self._load(*found)  # refuse to copy a broken model
+        data = _read_capped(found[1], _MAX_MANIFEST, "manifest")
+        target = self._replace_manifest(_as_name(destination), data, self._references(found[1]))
+        record = self.get(target)
+        assert record is not None
+        return record
+
+    def delete(self, name: str | ModelName) -> None:
+        """Remove a model, the blobs no other model uses, and directories left empty."""
+        found = self._find(_as_name(name))
+        if found is None:
+            raise ModelNotFound(f'model "{name}" not found')
+        path = found[1]
+        with self._locked():
+            refs = self._references(path)
+            path.unlink(missing_ok=True)
+            parent = path.parent
+            while parent != self.manifests_dir and parent.is_relative_to(self.manifests_dir):
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break  # not empty
+                parent = parent.parent
+            self._collect(refs)
