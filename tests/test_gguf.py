@@ -6,62 +6,28 @@ import contextlib
 import importlib.util
 import random
 import struct
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from herd.store.gguf import GGUFError, human_number, is_gguf, read_gguf, read_gguf_array
-
-# -- a tiny GGUF writer ------------------------------------------------------------------------
-
-U8, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 = range(13)
-_FMT = {U8: "<B", I8: "<b", U16: "<H", I16: "<h", U32: "<I", I32: "<i", F32: "<f", BOOL: "<?",
-        U64: "<Q", I64: "<q", F64: "<d"}
-
-
-def _string(text: str) -> bytes:
-    data = text.encode()
-    return struct.pack("<Q", len(data)) + data
-
-
-def _value(vtype: int, value: object) -> bytes:
-    if vtype == STRING:
-        assert isinstance(value, str)
-        return _string(value)
-    return struct.pack(_FMT[vtype], value)
-
-
-def gguf_bytes(
-    kv: Sequence[tuple[str, int, object]] = (),
-    tensors: Sequence[tuple[str, tuple[int, ...], int]] = (),
-    *,
-    version: int = 3,
-    alignment: int = 32,
-) -> bytes:
-    """kv: (key, type, value), arrays as (key, ARRAY, (elem_type, [values])); tensors:
-    (name, shape, ggml_type) of F32 (0) / Q4_1 (3) data, zero-filled."""
-    out = bytearray(b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kv)))
-    for key, vtype, value in kv:
-        out += _string(key) + struct.pack("<I", vtype)
-        if vtype == ARRAY:
-            assert isinstance(value, tuple)
-            etype, items = value
-            out += struct.pack("<IQ", etype, len(items)) + b"".join(_value(etype, v) for v in items)
-        else:
-            out += _value(vtype, value)
-    offset, sizes = 0, {0: (1, 4), 3: (32, 20)}
-    for name, shape, ggml_type in tensors:
-        out += _string(name) + struct.pack("<I", len(shape)) + b"".join(struct.pack("<Q", d) for d in shape)
-        out += struct.pack("<IQ", ggml_type, offset)
-        block, size = sizes[ggml_type]
-        count = 1
-        for d in shape:
-            count *= d
-        offset += -(-(count // block * size) // alignment) * alignment
-    out += bytes(-len(out) % alignment) + bytes(offset)
-    return bytes(out)
-
+from tests.gguf_writer import (
+    ARRAY,
+    BOOL,
+    F32,
+    F64,
+    I8,
+    I16,
+    I32,
+    I64,
+    STRING,
+    U8,
+    U16,
+    U32,
+    U64,
+    gguf_bytes,
+    gguf_string,
+)
 
 TOKENS = ["<unk>", "<s>", "</s>", "hello", "world"]
 SMALL_KV: list[tuple[str, int, object]] = [
@@ -190,7 +156,7 @@ def _header(version: int = 3, tensors: int = 0, kvs: int = 0) -> bytes:
 
 
 def _kv_prefix(key: str, vtype: int) -> bytes:
-    return _string(key) + struct.pack("<I", vtype)
+    return gguf_string(key) + struct.pack("<I", vtype)
 
 
 @pytest.mark.parametrize(
@@ -216,8 +182,8 @@ def _kv_prefix(key: str, vtype: int) -> bytes:
         (_header(kvs=1) + _kv_prefix("k", U64) + b"\x01\x02", "truncated"),
         (_header(kvs=1) + struct.pack("<Q", 65536) + b"k" * 65536 + bytes(16), "65536 bytes long"),
         (_header(kvs=2) + (_kv_prefix("k", U8) + b"\x01") * 2 + bytes(16), "duplicate key 'k'"),
-        (_header(tensors=1) + _string("t") + struct.pack("<I", 5) + bytes(64), "5 dimensions"),
-        (_header(tensors=1) + _string("t") + struct.pack("<I", 0) + bytes(64), "0 dimensions"),
+        (_header(tensors=1) + gguf_string("t") + struct.pack("<I", 5) + bytes(64), "5 dimensions"),
+        (_header(tensors=1) + gguf_string("t") + struct.pack("<I", 0) + bytes(64), "0 dimensions"),
     ],
 )
 def test_malformed_files_raise_gguf_error(tmp_path: Path, data: bytes, message: str) -> None:

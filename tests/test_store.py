@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import os
-import struct
 from pathlib import Path
 
 import pytest
@@ -22,19 +21,13 @@ from herd.store.store import (
     StoreError,
     UnsafePath,
 )
+from tests.gguf_writer import STRING, U32, gguf_bytes
 
 
 def tiny_gguf(path: Path, *, arch: str = "llama", file_type: int = 15, rows: int = 4) -> Path:
     """A valid GGUF file: two KV pairs and one F32 tensor of 32 x rows."""
-    def string(text: str) -> bytes:
-        return struct.pack("<Q", len(text)) + text.encode()
-
-    out = b"GGUF" + struct.pack("<IQQ", 3, 1, 2)
-    out += string("general.architecture") + struct.pack("<I", 8) + string(arch)
-    out += string("general.file_type") + struct.pack("<II", 4, file_type)
-    out += string("w") + struct.pack("<IQQIQ", 2, 32, rows, 0, 0)
-    out += bytes(-len(out) % 32) + bytes(32 * rows * 4)
-    path.write_bytes(out)
+    path.write_bytes(gguf_bytes([("general.architecture", STRING, arch), ("general.file_type", U32, file_type)],
+                                [("w", (32, rows), 0)]))
     return path
 
 

@@ -8,6 +8,9 @@ checked to stay inside `manifests/` or `blobs/` (a symlink pointing elsewhere is
 Writes go to a temporary file that is fsynced and renamed, so a crash never leaves a half
 manifest or blob under its final name. Mutations that add or remove manifests take an flock on
 `<root>/.herd-lock` so a concurrent delete cannot collect a blob a create is about to reference.
+
+Blobs, path checks and atomic writes are in `herd.store.blobs`; the manifest format is in
+`herd.store.manifest`.
 """
 
 from __future__ import annotations
@@ -19,83 +22,63 @@ import datetime as dt
 import fcntl
 import glob
 import hashlib
-import io
 import json
 import logging
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import msgspec
 
+from herd.store.blobs import (
+    BlobStore,
+    CorruptModel,
+    DigestMismatch,
+    StoreError,
+    UnsafePath,
+    atomic_write,
+    contained,
+    read_capped,
+)
 from herd.store.gguf import GGUFError, GGUFInfo, read_gguf
+from herd.store.manifest import (
+    MEDIA_ADAPTER,
+    MEDIA_CONFIG,
+    MEDIA_LICENSE,
+    MEDIA_MESSAGES,
+    MEDIA_MODEL,
+    MEDIA_PARAMS,
+    MEDIA_PROJECTOR,
+    MEDIA_SYSTEM,
+    MEDIA_TEMPLATE,
+    Layer,
+    Manifest,
+    ModelConfig,
+    go_json,
+)
 from herd.store.modelfile import Modelfile, render_modelfile
 from herd.store.names import InvalidDigest, InvalidModelName, ModelName, digest_hex, parse_digest, parse_name
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "CorruptModel",
+    "DigestMismatch",
+    "ModelDetails",
+    "ModelNotFound",
+    "ModelRecord",
+    "ModelStore",
+    "StoreError",
+    "UnsafePath",
+]
 
-MEDIA_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MEDIA_CONFIG = "application/vnd.docker.container.image.v1+json"
-MEDIA_MODEL = "application/vnd.ollama.image.model"
-MEDIA_PROJECTOR = "application/vnd.ollama.image.projector"
-MEDIA_ADAPTER = "application/vnd.ollama.image.adapter"
-MEDIA_TEMPLATE = "application/vnd.ollama.image.template"
-MEDIA_SYSTEM = "application/vnd.ollama.image.system"
-MEDIA_PARAMS = "application/vnd.ollama.image.params"
-MEDIA_LICENSE = "application/vnd.ollama.image.license"
-MEDIA_MESSAGES = "application/vnd.ollama.image.messages"
+log = logging.getLogger(__name__)
 
 _MAX_MANIFEST = 1 << 20  # manifests and configs are a few hundred bytes
 _MAX_TEXT_LAYER = 16 << 20  # templates, system prompts, licenses, params, messages
-_CHUNK = 1 << 20
-
-
-class StoreError(Exception):
-    """A store operation that cannot be done (bad FROM, unsafe path, missing blob...)."""
 
 
 class ModelNotFound(StoreError, LookupError):
     pass
-
-
-class CorruptModel(StoreError):
-    """A manifest, config or layer that is unreadable, malformed or does not match its blob."""
-
-
-class UnsafePath(StoreError):
-    """A path that would resolve outside the store."""
-
-
-class DigestMismatch(StoreError):
-    pass
-
-
-class Layer(msgspec.Struct, rename="camel", omit_defaults=True):
-    media_type: str
-    digest: str
-    size: Annotated[int, msgspec.Meta(ge=0)]
-    from_: str = msgspec.field(default="", name="from")
-    name: str = ""
-
-
-class Manifest(msgspec.Struct, rename="camel", kw_only=True):
-    schema_version: int  # fields in Go's order, so our manifests read like Ollama's
-    media_type: str = MEDIA_MANIFEST
-    config: Layer
-    layers: list[Layer]
-
-
-class ModelConfig(msgspec.Struct):
-    """Ollama's ConfigV2; only the fields Herd reads (unknown ones are ignored)."""
-
-    model_format: str = ""
-    model_family: str = ""
-    model_families: list[str] | None = None
-    model_type: str = ""
-    file_type: str = ""
-    requires: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,66 +122,6 @@ class ModelRecord:
         return render_modelfile(mf, show_name=self.name.display())
 
 
-def _go_json(value: Any, *, sort_keys: bool = False) -> bytes:
-    """JSON as Go's json.Encoder writes it, so blobs we write hash like Ollama's.
-
-    Go prints whole floats without `.0`, escapes <, > and & and ends with a newline.
-    """
-    def whole(v: Any) -> Any:
-        if isinstance(v, float) and v.is_integer() and abs(v) < 1e21:
-            return int(v)
-        if isinstance(v, list):
-            return [whole(x) for x in v]
-        if isinstance(v, dict):
-            return {k: whole(x) for k, x in v.items()}
-        return v
-
-    text = json.dumps(whole(value), ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
-    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
-        text = text.replace(char, escape)
-    return (text + "\n").encode()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_temp(directory: Path, chunks: Iterator[bytes]) -> Path:
-    """Write chunks to a new hidden file in `directory`, fsynced; the caller renames it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".herd-{uuid.uuid4().hex}-partial"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = _write_temp(path.parent, iter([data]))
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _read_capped(path: Path, limit: int, what: str) -> bytes:
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise CorruptModel(f"{what} is larger than {limit} bytes")
-    return data
-
-
 def _check_gguf(path: Path, what: str) -> GGUFInfo:
     try:
         return read_gguf(path)  # refuses anything that is not a well-formed GGUF file
@@ -215,81 +138,29 @@ class ModelStore:
         self.root = Path(root).expanduser()
         self.manifests_dir = self.root / "manifests"
         self.blobs_dir = self.root / "blobs"
+        self._blobs = BlobStore(self.blobs_dir)
 
     # -- paths -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _contained(path: Path, base: Path) -> Path:
-        # Resolve against the resolved base, so a store whose blobs/ is itself a symlink to
-        # another disk still works while a blob symlinked out of it does not.
-        if not path.resolve().is_relative_to(base.resolve()):
-            raise UnsafePath(f"{path} resolves outside {base}")
-        return path
+    def manifest_path(self, name: ModelName) -> Path:
+        return contained(self.manifests_dir.joinpath(*name.manifest_parts()), self.manifests_dir)
 
     def blob_path(self, digest: str) -> Path:
         """Where a blob lives; raises InvalidDigest for anything but sha256:<64 hex>."""
-        return self._contained(self.blobs_dir / f"sha256-{digest_hex(digest)}", self.blobs_dir)
+        return self._blobs.path(digest)
 
-    def manifest_path(self, name: ModelName) -> Path:
-        return self._contained(self.manifests_dir.joinpath(*name.manifest_parts()), self.manifests_dir)
-
-    # -- blobs -------------------------------------------------------------------------------
+    # -- blobs (kept by BlobStore) -----------------------------------------------------------
 
     def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).is_file()
+        return self._blobs.has(digest)
 
     def add_blob(self, source: str | os.PathLike[str] | bytes | BinaryIO, *, digest: str | None = None) -> str:
-        """Store a file, bytes or a binary stream; returns `sha256:<hex>`.
-
-        With `digest`, content that hashes differently raises DigestMismatch and is discarded.
-        A file whose blob already exists is hashed but not copied again.
-        """
-        expected = parse_digest(digest) if digest is not None else None
-        if isinstance(source, bytes):
-            return self._add_stream(io.BytesIO(source), expected)
-        if isinstance(source, str | os.PathLike):
-            path = Path(source)
-            with open(path, "rb") as f:
-                actual = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
-                size = os.fstat(f.fileno()).st_size
-            if expected is not None and actual != expected:
-                raise DigestMismatch(f"{path} has digest {actual}, expected {expected}")
-            existing = self.blob_path(actual)
-            if existing.is_file() and existing.stat().st_size == size:
-                return actual
-            with open(path, "rb") as f:  # hashed again while copying: the file may have changed
-                return self._add_stream(f, actual)
-        return self._add_stream(source, expected)
-
-    def _add_stream(self, stream: BinaryIO, expected: str | None) -> str:
-        hasher = hashlib.sha256()
-
-        def chunks() -> Iterator[bytes]:
-            while chunk := stream.read(_CHUNK):
-                hasher.update(chunk)
-                yield chunk
-
-        tmp = _write_temp(self.blobs_dir, chunks())
-        try:
-            actual = "sha256:" + hasher.hexdigest()
-            if expected is not None and actual != expected:
-                raise DigestMismatch(f"content has digest {actual}, expected {expected}")
-            final = self.blob_path(actual)
-            if final.is_file() and final.stat().st_size == tmp.stat().st_size:
-                return actual  # keep the existing inode: a loaded model may have it mapped
-            os.replace(tmp, final)
-            _fsync_dir(self.blobs_dir)
-            return actual
-        finally:
-            tmp.unlink(missing_ok=True)
+        """Store a file, bytes or a binary stream; returns `sha256:<hex>` (see BlobStore.add)."""
+        return self._blobs.add(source, digest=digest)
 
     def verify_blob(self, digest: str) -> bool:
         """Rehash a blob and compare it with its name."""
-        try:
-            with open(self.blob_path(digest), "rb") as f:
-                return hashlib.file_digest(f, "sha256").hexdigest() == digest_hex(digest)
-        except FileNotFoundError:
-            return False
+        return self._blobs.verify(digest)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -302,7 +173,7 @@ class ModelStore:
             try:
                 name = ModelName(*Path(rel).parts)
                 if path.is_file():
-                    yield name, self._contained(path, self.manifests_dir)
+                    yield name, contained(path, self.manifests_dir)
             except (InvalidModelName, UnsafePath) as exc:
                 log.warning("ignoring manifest %s: %s", path, exc)
 
@@ -326,7 +197,7 @@ class ModelStore:
         return path
 
     def _text(self, name: ModelName, layer: Layer) -> str:
-        data = _read_capped(self._layer_blob(name, layer), _MAX_TEXT_LAYER, f"layer {layer.digest}")
+        data = read_capped(self._layer_blob(name, layer), _MAX_TEXT_LAYER, f"layer {layer.digest}")
         return data.decode("utf-8", errors="replace")
 
     def _json(self, name: ModelName, layer: Layer, kind: type[Any]) -> Any:
@@ -339,12 +210,12 @@ class ModelStore:
         return value
 
     def _load(self, name: ModelName, path: Path) -> ModelRecord:
-        raw = _read_capped(path, _MAX_MANIFEST, f"manifest of {name}")
+        raw = read_capped(path, _MAX_MANIFEST, f"manifest of {name}")
         mtime = path.stat().st_mtime
         try:
             manifest = msgspec.json.decode(raw, type=Manifest)
             config = msgspec.json.decode(
-                _read_capped(self._layer_blob(name, manifest.config), _MAX_MANIFEST, "config"), type=ModelConfig)
+                read_capped(self._layer_blob(name, manifest.config), _MAX_MANIFEST, "config"), type=ModelConfig)
         except msgspec.DecodeError as exc:
             raise CorruptModel(f"model {name}: {exc}") from exc
         weights: Layer | None = None
@@ -419,7 +290,7 @@ class ModelStore:
 
     def _references(self, path: Path) -> set[str]:
         try:
-            manifest = msgspec.json.decode(_read_capped(path, _MAX_MANIFEST, "manifest"), type=Manifest)
+            manifest = msgspec.json.decode(read_capped(path, _MAX_MANIFEST, "manifest"), type=Manifest)
         except (OSError, StoreError, msgspec.DecodeError):
             return set()
         refs = set()
@@ -444,12 +315,12 @@ class ModelStore:
             target = found[0] if found else name
             path = self.manifest_path(target)
             old = self._references(path)
-            _atomic_write(path, data)
+            atomic_write(path, data)
             self._collect(old - refs)
         return target
 
     def _write(self, name: ModelName, config: dict[str, Any], layers: builtins.list[Layer]) -> ModelRecord:
-        config_layer = self._text_layer(MEDIA_CONFIG, _go_json(config))
+        config_layer = self._text_layer(MEDIA_CONFIG, go_json(config))
         manifest = Manifest(schema_version=2, config=config_layer, layers=layers)
         refs = {parse_digest(layer.digest) for layer in [config_layer, *layers]}
         target = self._replace_manifest(name, msgspec.json.encode(manifest) + b"\n", refs)
@@ -511,7 +382,7 @@ class ModelStore:
                 raise ModelNotFound(f'model "{modelfile.from_}" not found')
             shown = base.name.display()
             layers = [msgspec.structs.replace(layer, from_=shown) for layer in base.manifest.layers]
-            config = json.loads(_read_capped(self._layer_blob(base.name, base.manifest.config), _MAX_MANIFEST,
+            config = json.loads(read_capped(self._layer_blob(base.name, base.manifest.config), _MAX_MANIFEST,
                                              "config"))
             parameters = dict(base.parameters)
 
@@ -534,9 +405,9 @@ class ModelStore:
             layers.append(self._text_layer(MEDIA_LICENSE, text.encode()))
         parameters.update(modelfile.parameters)  # a new value replaces the inherited one whole
         if parameters:
-            replace(MEDIA_PARAMS, _go_json(parameters, sort_keys=True))
+            replace(MEDIA_PARAMS, go_json(parameters, sort_keys=True))
         if modelfile.messages:
-            replace(MEDIA_MESSAGES, _go_json([{"role": r, "content": c} for r, c in modelfile.messages]))
+            replace(MEDIA_MESSAGES, go_json([{"role": r, "content": c} for r, c in modelfile.messages]))
         if modelfile.requires:
             config["requires"] = modelfile.requires
         return self._write(target, config, layers)
@@ -548,7 +419,7 @@ class ModelStore:
         if found is None:
             raise ModelNotFound(f'model "{source}" not found')
         self._load(*found)  # refuse to copy a broken model
-        data = _read_capped(found[1], _MAX_MANIFEST, "manifest")
+        data = read_capped(found[1], _MAX_MANIFEST, "manifest")
         target = self._replace_manifest(_as_name(destination), data, self._references(found[1]))
         record = self.get(target)
         assert record is not None
