@@ -46,7 +46,8 @@ def _handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respo
 def create_app(config: Config, redis_url: str) -> Litestar:
     catalog = Catalog(ModelStore(config.models))
     client: aioredis.Redis = aioredis.Redis.from_url(redis_url, max_connections=20_000)
-    queue = JobQueue(client, max_queue=config.max_queue, load_timeout_s=config.load_timeout)
+    queue = JobQueue(client, max_queue=config.max_queue, load_timeout_s=config.load_timeout,
+                     queue_timeout_s=config.queue_timeout)
 
     @asynccontextmanager
     async def redis_lifespan(_: Litestar) -> AsyncIterator[None]:

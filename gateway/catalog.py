@@ -73,6 +73,13 @@ class Catalog:
             raise model_not_found(name)
         return record
 
+    def find(self, name: str) -> ModelRecord | None:
+        """The model by that name, or None (also for a name that is not valid)."""
+        try:
+            return self.store.get(name) if name else None
+        except (InvalidModelName, ValueError):
+            return None
+
     async def resolve(self, name: str) -> ResolvedModel:
         record = self._record(name)
         try:

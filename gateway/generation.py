@@ -51,6 +51,9 @@ class Generation:
         self.started = time.perf_counter_ns()
         self._events: AsyncGenerator[Event, None] = queue.events(job.id)
         self._finished = False
+        self._attempt = 0
+        self._shown = False  # whether any text went out to the client
+        self._restarted = False
 
     async def watch(self, receive: Receive, work: Awaitable[T]) -> T:
         """`work`, unless the client disconnects first: then cancel the job, raise ClientGone."""
@@ -77,30 +80,48 @@ class Generation:
 
     async def _next(self) -> Event:
         event = await anext(self._events)
+        if event.attempt != self._attempt:
+            # Its worker died and the job was requeued: it starts over from the first token.
+            if self._shown:  # never show text twice: end with an error instead
+                await self.abandon()
+                return Error(attempt=event.attempt, seq=0, status=503,
+                             message="the worker serving this request stopped mid-answer; please retry")
+            self._attempt, self._restarted = event.attempt, True
         if not isinstance(event, Token):
             self._finished = True
         return event
 
     async def rest(self, first: Event) -> AsyncIterator[Event]:
-        """All events from `first` on. If the consumer stops early, the job is cancelled."""
+        """All events from `first` on, for a writer that sends them as they come.
+        If the writer stops early (the client left), the job is cancelled."""
         try:
-            yield first
-            while not self._finished:
-                yield await self._next()
+            event = first
+            while True:
+                self._shown = self._shown or isinstance(event, Token)
+                yield event
+                if self._finished:
+                    return
+                event = await self._next()
         finally:
             if not self._finished:
                 await _shielded(self.abandon)
 
     async def collect(self, first: Event) -> Outcome:
+        """The whole answer, for `stream: false`; nothing is shown before the end, so a
+        requeued job simply starts over."""
         parts: list[str] = []
-        async for event in self.rest(first):
+        event = first
+        while True:
+            if self._restarted:
+                parts.clear()
+                self._restarted = False
             if isinstance(event, Token):
                 parts.append(event.text)
             elif isinstance(event, Done):
                 return Outcome("".join(parts), event)
             else:
                 raise ApiError(event.status if 400 <= event.status < 600 else 500, event.message)
-        raise ApiError(500, "the job ended without a result")
+            event = await self._next()
 
     async def abandon(self) -> None:
         self._finished = True
@@ -130,5 +151,11 @@ async def start(queue: JobQueue, job: Job, receive: Receive) -> tuple[Generation
     except QueueFull:
         raise queue_full() from None
     generation = Generation(queue, job)
-    first = await generation.watch(receive, generation.first())
+    try:
+        first = await generation.watch(receive, asyncio.wait_for(generation.first(), queue.queue_timeout_s))
+    except TimeoutError:
+        await generation.abandon()  # dropped, never run later for nobody
+        raise ApiError(503, f"no answer began within {queue.queue_timeout_s:g}s (HERD_QUEUE_TIMEOUT): "
+                            "the server is busy; the request was dropped",
+                       headers={"Retry-After": "5"}) from None
     return generation, first

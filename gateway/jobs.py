@@ -1,4 +1,5 @@
-"""The gateway's side of the Redis contract: admit a job, follow its events, cancel it."""
+"""The gateway's side of the Redis contract: admit a job, follow its events, cancel it,
+and read what the workers hold."""
 
 from __future__ import annotations
 
@@ -9,16 +10,20 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from herd import protocol
-from herd.protocol import Event, Job, LoadRequest
+from herd.protocol import Control, Event, Job, LoadRequest, Token, WorkerState
 
-# One round trip admits a job: refuse when the model's queue is full, otherwise append it,
-# and if no live worker holds the model, post one load request (SET NX: fifty requests
-# arriving together make one load).
+# One round trip admits a job. At most MAX_QUEUE jobs wait (across all models; entries older
+# than a stale bound are dropped first, so a crashed gateway cannot wedge the count). Then the
+# job is appended to its model's stream, and if no live worker holds the model, one load
+# request is posted (SET NX: fifty requests arriving together make one load).
 _ADMIT = """
-if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
-local id = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now_ms - tonumber(ARGV[6]))
+if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[1]) then return false end
+local id = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
+redis.call('ZADD', KEYS[5], now_ms, ARGV[5])
+redis.call('SADD', KEYS[6], ARGV[7])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
 if redis.call('ZCARD', KEYS[2]) == 0 then
   if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then
@@ -30,7 +35,7 @@ return id
 
 
 class QueueFull(Exception):
-    """MAX_QUEUE jobs already wait for this model."""
+    """MAX_QUEUE jobs already wait."""
 
 
 def new_job_id() -> str:
@@ -38,10 +43,13 @@ def new_job_id() -> str:
 
 
 class JobQueue:
-    def __init__(self, client: aioredis.Redis, *, max_queue: int, load_timeout_s: float) -> None:
+    def __init__(self, client: aioredis.Redis, *, max_queue: int, load_timeout_s: float,
+                 queue_timeout_s: float) -> None:
         self._redis = client
-        self._max_queue = max_queue
+        self.max_queue = max_queue
+        self.queue_timeout_s = queue_timeout_s
         self._load_timeout_ms = max(1000, int(load_timeout_s * 1000))
+        self._stale_ms = int(max(queue_timeout_s, 60) * 2 * 1000)
         self._admit = client.register_script(_ADMIT)
 
     async def submit(self, job: Job) -> None:
@@ -52,8 +60,11 @@ class JobQueue:
                 protocol.holders_key(job.digest),
                 protocol.loading_key(job.digest),
                 protocol.LOADS_STREAM,
+                protocol.WAITING_SET,
+                protocol.MODELS_SET,
             ],
-            args=[self._max_queue, protocol.encode(job), protocol.encode(load), self._load_timeout_ms],
+            args=[self.max_queue, protocol.encode(job), protocol.encode(load), self._load_timeout_ms, job.id,
+                  self._stale_ms, job.digest],
         )
         if entry_id is None:
             raise QueueFull()
@@ -61,32 +72,48 @@ class JobQueue:
     async def events(self, job_id: str, *, poll_ms: int = 1000) -> AsyncGenerator[Event, None]:
         """Every event of the job, in order, each once, ending after Done or Error.
 
-        Reads the job's stream from the start, so nothing is lost to a late reader; an event
-        repeated by a retried attempt (same attempt and seq) is skipped.
+        Reads the job's stream from the start, so nothing is lost to a late reader. Events
+        of an attempt older than one already seen (a worker presumed dead that was not) are
+        skipped; what a new attempt means for the client is the caller's business.
         """
         key = protocol.events_key(job_id)
         last_id = "0-0"
-        seen: tuple[int, int] = (-1, -1)
+        seen = (0, -1)
         while True:
             reply: Any = await self._redis.xread({key: last_id}, block=poll_ms, count=256)
-            if not reply:
-                continue
-            for entry_id, fields in reply[0][1]:
+            for entry_id, fields in reply[0][1] if reply else []:
                 last_id = entry_id
                 event = protocol.decode_event(fields[b"m"])
                 if (event.attempt, event.seq) <= seen:
                     continue
                 seen = (event.attempt, event.seq)
                 yield event
-                if not isinstance(event, protocol.Token):
+                if not isinstance(event, Token):
                     return
 
     async def cancel(self, job_id: str) -> None:
-        """The client went away: tell whichever worker has the job (or will claim it)."""
+        """The client went away or gave up: tell whichever worker has the job (or will claim it)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(protocol.cancel_key(job_id), b"1", ex=protocol.CANCEL_TTL_S)
+            pipe.zrem(protocol.WAITING_SET, job_id)
             pipe.publish(protocol.CANCELS_CHANNEL, job_id)
             await pipe.execute()
 
-    async def forget(self, job_id: str) -> None:
-        await self._redis.delete(protocol.events_key(job_id))
+    async def unload(self, digest: str) -> None:
+        """Every worker holding the model unloads it once idle (`keep_alive: 0`, `herd stop`)."""
+        await self._redis.publish(protocol.CONTROL_CHANNEL, protocol.encode(Control(kind="unload", digest=digest)))
+
+    async def workers(self) -> list[WorkerState]:
+        """The live workers' last heartbeats; dead ones are dropped from the index."""
+        members: Any = await self._redis.smembers(protocol.WORKERS_SET)
+        ids = sorted(member.decode() for member in members)
+        if not ids:
+            return []
+        states: list[Any] = await self._redis.mget([protocol.worker_key(i) for i in ids])
+        dead = [i for i, state in zip(ids, states, strict=True) if state is None]
+        if dead:
+            await self._redis.srem(protocol.WORKERS_SET, *dead)
+        return [protocol.decode_worker(state) for state in states if state is not None]
+
+    async def waiting(self) -> int:
+        return int(await self._redis.zcard(protocol.WAITING_SET))

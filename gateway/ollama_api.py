@@ -18,10 +18,11 @@ from gateway.jobs import JobQueue, new_job_id
 from gateway.options import merge_options
 from gateway.requests import keep_alive_seconds, reject_unsupported
 from herd import __version__
-from herd.protocol import Done, Event, Job, Token
+from herd.protocol import Done, Event, Job, LoadedModel, Token
 
 OLLAMA_API_VERSION = "0.13.0"  # the Ollama API level Herd answers for
 NDJSON = "application/x-ndjson"
+FOREVER = datetime.datetime(2318, 1, 1, tzinfo=datetime.UTC).timestamp()  # what Ollama shows for keep_alive < 0
 
 _encode = msgspec.json.Encoder().encode
 
@@ -90,6 +91,16 @@ async def _answer(
                     media_type="application/json")
 
 
+async def _load_or_unload(request: Request[Any, Any, Any], queue: JobQueue, model: ResolvedModel, name: str,
+                          options: dict[str, Any] | None, keep_alive: Any, chunks: _Chunks) -> Response[bytes] | Stream:
+    """An empty prompt loads the model; with keep_alive 0 it unloads it (`herd stop`)."""
+    if keep_alive_seconds(keep_alive) == 0:
+        await queue.unload(model.record.weights_digest)
+        done = Done(attempt=0, seq=0, done_reason="unload")
+        return Response(chunks.final(done, 0) + b"\n", media_type="application/json")
+    return await _answer(request, queue, _job(model, name, None, options, keep_alive), False, chunks)
+
+
 def _job(model: ResolvedModel, name: str, prompt: str | None, options: dict[str, Any] | None,
          keep_alive: Any) -> Job:
     return Job(
@@ -115,11 +126,12 @@ async def generate(request: Request[Any, Any, Any], catalog: Catalog, queue: Job
         raise bad_request("raw mode does not support template, system, or context")
     if body.template:
         raise bad_request("template overrides are not supported yet", param="template")
-    prompt: str | None = None
-    if body.prompt:
-        prompt = body.prompt if body.raw else model.render_generate(body.prompt, body.system)
+    chunks = _Chunks(body.model, chat=False)
+    if not body.prompt:
+        return await _load_or_unload(request, queue, model, body.model, body.options, body.keep_alive, chunks)
+    prompt = body.prompt if body.raw else model.render_generate(body.prompt, body.system)
     job = _job(model, body.model, prompt, body.options, body.keep_alive)
-    return await _answer(request, queue, job, body.stream, _Chunks(body.model, chat=False))
+    return await _answer(request, queue, job, body.stream, chunks)
 
 
 @post("/api/chat", status_code=200)
@@ -130,10 +142,12 @@ async def chat(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueu
         format=body.format, think=body.think, logprobs=body.logprobs, tools=body.tools,
         images=[i for m in body.messages for i in (m.images or [])],
     )
-    messages = [{"role": m.role, "content": m.content} for m in body.messages]
-    prompt = model.render_chat(messages) if messages else None
+    chunks = _Chunks(body.model, chat=True)
+    if not body.messages:
+        return await _load_or_unload(request, queue, model, body.model, body.options, body.keep_alive, chunks)
+    prompt = model.render_chat([{"role": m.role, "content": m.content} for m in body.messages])
     job = _job(model, body.model, prompt, body.options, body.keep_alive)
-    return await _answer(request, queue, job, body.stream, _Chunks(body.model, chat=True))
+    return await _answer(request, queue, job, body.stream, chunks)
 
 
 @get("/api/tags")
@@ -167,6 +181,33 @@ async def delete_model(request: Request[Any, Any, Any], catalog: Catalog) -> Res
     return Response(b"", status_code=200)
 
 
+@get("/api/ps")
+async def ps(catalog: Catalog, queue: JobQueue) -> Response[bytes]:
+    """Models loaded on any live worker, one row per model (replicas counted), latest expiry first."""
+    instances: dict[str, list[tuple[str, LoadedModel]]] = {}
+    for state in await queue.workers():
+        for loaded in state.loaded:
+            instances.setdefault(loaded.digest, []).append((state.id, loaded))
+    rows: list[wire.RunningModel] = []
+    for digest, holders in instances.items():
+        copies = [loaded for _, loaded in holders]
+        first = copies[0]
+        record = catalog.find(first.model)
+        expiries = [c.expires_at for c in copies]
+        expires = FOREVER if None in expiries else max(e for e in expiries if e is not None)
+        rows.append(wire.RunningModel(
+            name=first.model, model=first.model, size=first.size,
+            digest=record.manifest_digest if record else digest,
+            details=catalog.details(record) if record else wire.ModelDetails("", "gguf", "", None, "", ""),
+            expires_at=datetime.datetime.fromtimestamp(expires, datetime.UTC).isoformat().replace("+00:00", "Z"),
+            size_vram=0, context_length=first.context_length, replicas=len(copies),
+            workers=[worker_id for worker_id, _ in holders], parallel=first.parallel,
+            busy=sum(c.busy for c in copies),
+        ))
+    rows.sort(key=lambda r: r.expires_at, reverse=True)
+    return _json(wire.PsResponse(models=rows))
+
+
 @get("/api/version")
 async def version() -> Response[bytes]:
     return _json({"version": OLLAMA_API_VERSION, "herd_version": __version__})
@@ -182,4 +223,4 @@ async def root_head() -> None:
     return None
 
 
-ROUTES = [generate, chat, tags, tags_head, show, delete_model, version, root, root_head]
+ROUTES = [generate, chat, tags, tags_head, show, delete_model, ps, version, root, root_head]

@@ -217,7 +217,7 @@ async def list_models(catalog: Catalog) -> Response[bytes]:
 @get("/v1/models/{model:path}")
 async def get_model(model: str, catalog: Catalog) -> Response[bytes]:
     name = model.lstrip("/")
-    record = catalog.store.get(name) if name else None
+    record = catalog.find(name)
     if record is None:
         raise model_not_found(name)
     return Response(_encode(_model_object(record)), media_type="application/json")

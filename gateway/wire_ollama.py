@@ -138,6 +138,25 @@ class TagsResponse(msgspec.Struct):
     models: list[ListedModel]
 
 
+class RunningModel(msgspec.Struct):
+    name: str
+    model: str
+    size: int
+    digest: str
+    details: ModelDetails
+    expires_at: str
+    size_vram: int
+    context_length: int
+    replicas: int  # Herd: how many workers hold it
+    workers: list[str]  # Herd: their ids
+    parallel: int  # Herd: sequences each replica decodes at once
+    busy: int  # Herd: sequences running now, over all replicas
+
+
+class PsResponse(msgspec.Struct):
+    models: list[RunningModel]
+
+
 class ShowResponse(msgspec.Struct, omit_defaults=True):
     modelfile: str
     parameters: str

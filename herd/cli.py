@@ -156,6 +156,32 @@ def cmd_show(config: Config, args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
+def _until(stamp: str) -> str:
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    seconds = int((when - datetime.now(UTC)).total_seconds())
+    if seconds > 100 * 365 * 86400:
+        return "Forever"
+    if seconds <= 1:
+        return "Stopping..."
+    for unit, span in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= span:
+            count = seconds // span
+            return f"{count} {unit}{'s' if count > 1 else ''} from now"
+    raise AssertionError("unreachable")
+
+
+def cmd_ps(config: Config, _: argparse.Namespace) -> None:
+    models = _request(config, "GET", "/api/ps")["models"]
+    rows = [["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "REPLICAS", "UNTIL"]]
+    rows += [[m["name"], m["digest"][:12], _human_size(m["size"]), "100% CPU", str(m["context_length"]),
+              str(m.get("replicas", 1)), _until(m["expires_at"])] for m in models]
+    print(_table(rows))
+
+
+def cmd_stop(config: Config, args: argparse.Namespace) -> None:
+    _request(config, "POST", "/api/generate", {"model": args.model, "keep_alive": 0, "stream": False})
+
+
 def cmd_rm(config: Config, args: argparse.Namespace) -> None:
     for name in args.models:
         _request(config, "DELETE", "/api/delete", {"model": name})
@@ -255,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
         show.add_argument(f"--{flag}", action="store_true", help=f"Show the model's {flag}")
     rm = verb("rm", cmd_rm, "Remove a model")
     rm.add_argument("models", metavar="MODEL", nargs="+")
+    verb("ps", cmd_ps, "List running models")
+    stop = verb("stop", cmd_stop, "Stop a running model")
+    stop.add_argument("model", metavar="MODEL")
     run = verb("run", cmd_run, "Run a model")
     run.add_argument("model", metavar="MODEL")
     run.add_argument("prompt", metavar="PROMPT", nargs="*")

@@ -38,6 +38,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NUM_PARALLEL", "4", "Sequences one loaded model decodes at once, batched in one context."),
     Setting("MAX_LOADED_MODELS", "3", "Models one worker keeps loaded at once."),
     Setting("MAX_QUEUE", "512", "Jobs queued or running for one model; beyond it: 503 with Retry-After."),
+    Setting("QUEUE_TIMEOUT", "5m", "How long a request may wait for its first token (queue, load, prompt); "
+            "past it: 503 and the job is dropped.", ollama_alias=False),
     Setting("KEEP_ALIVE", "5m", "How long an idle model stays loaded (Go duration or seconds; "
             "negative: forever, 0: unload when idle)."),
     Setting("CONTEXT_LENGTH", "4096", "Context window (tokens) of each sequence, capped at the "
@@ -97,6 +99,7 @@ class Config:
     num_parallel: int
     max_loaded_models: int
     max_queue: int
+    queue_timeout: float  # seconds
     keep_alive: float  # seconds; math.inf = forever
     context_length: int
     num_thread: int
@@ -129,6 +132,7 @@ class Config:
             num_parallel=max(1, _int(raw["NUM_PARALLEL"], "4")),
             max_loaded_models=max(1, _int(raw["MAX_LOADED_MODELS"], "3")),
             max_queue=max(1, _int(raw["MAX_QUEUE"], "512")),
+            queue_timeout=_duration_or_default(raw["QUEUE_TIMEOUT"], "5m"),
             keep_alive=keep_alive,
             context_length=max(64, _int(raw["CONTEXT_LENGTH"], "4096")),
             num_thread=max(0, _int(raw["NUM_THREAD"], "0")),
@@ -152,6 +156,7 @@ class Config:
             "HERD_NUM_PARALLEL": str(self.num_parallel),
             "HERD_MAX_LOADED_MODELS": str(self.max_loaded_models),
             "HERD_MAX_QUEUE": str(self.max_queue),
+            "HERD_QUEUE_TIMEOUT": duration(self.queue_timeout),
             "HERD_KEEP_ALIVE": duration(self.keep_alive),
             "HERD_CONTEXT_LENGTH": str(self.context_length),
             "HERD_NUM_THREAD": str(self.num_thread),

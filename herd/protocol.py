@@ -11,6 +11,11 @@ Keys (all under `herd:`):
 - `events:{job}`       stream of Event per job, read from 0-0 by the gateway; expires.
 - `cancel:{job}`       set (with a TTL) when the client went away; also PUBLISHed on `cancels`.
 - `worker:{id}`        a worker's heartbeat (WorkerState), with a TTL; `workers` indexes them.
+- `waiting`            sorted set of the jobs not yet claimed (job id → enqueue ms): MAX_QUEUE.
+- `models`             set of the digests that have a job stream, for the janitor's rounds.
+- `janitor`            SET NX lock: one worker a round requeues dead workers' jobs, places loads.
+- `control`            channel: Control messages for every worker (unload a model).
+- `control:{id}`       channel: Control messages for one worker (load a replica).
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ WORKERS_GROUP = "workers"
 LOADS_STREAM = PREFIX + "loads"
 CANCELS_CHANNEL = PREFIX + "cancels"
 WORKERS_SET = PREFIX + "workers"
+WAITING_SET = PREFIX + "waiting"
+MODELS_SET = PREFIX + "models"
+JANITOR_LOCK = PREFIX + "janitor"
+CONTROL_CHANNEL = PREFIX + "control"
 
 EVENTS_TTL_MS = 10 * 60 * 1000  # a gateway that lost its client never reads them: let them go
 EVENTS_MAXLEN = 100_000
@@ -64,6 +73,15 @@ def cancel_key(job_id: str) -> str:
     return f"{PREFIX}cancel:{_checked(job_id, _JOB_ID, 'job id')}"
 
 
+def control_channel(worker_id: str) -> str:
+    return f"{CONTROL_CHANNEL}:{_checked(worker_id, _JOB_ID, 'worker id')}"
+
+
+def replica_key(digest: str) -> str:
+    """SET NX guard: one replica load at a time per model."""
+    return f"{PREFIX}replica:{_checked(digest, _DIGEST, 'digest')}"
+
+
 def worker_key(worker_id: str) -> str:
     return f"{PREFIX}worker:{_checked(worker_id, _JOB_ID, 'worker id')}"
 
@@ -97,13 +115,22 @@ class Job(msgspec.Struct, kw_only=True):
     digest: str  # sha256 hex of the GGUF weights: what a worker loads
     prompt: str | None
     options: SamplingOptions = msgspec.field(default_factory=SamplingOptions)
-    keep_alive: float | None = None  # seconds, -1 forever; None: the worker's default
+    keep_alive: float | None = None  # seconds, inf: forever; None: the worker's default
     created: float = 0.0  # unix seconds when the gateway accepted it
+    attempt: int = 0  # how many times a dead worker's claim was requeued
 
 
 class LoadRequest(msgspec.Struct, kw_only=True):
     digest: str
     model: str
+
+
+class Control(msgspec.Struct, kw_only=True):
+    """An order to workers: `load` a replica (to one worker), `unload` a model (to all)."""
+
+    kind: Literal["load", "unload"]
+    digest: str
+    model: str = ""
 
 
 class Token(msgspec.Struct, tag="token", kw_only=True):
@@ -157,6 +184,7 @@ _job_decoder = msgspec.msgpack.Decoder(Job)
 _load_decoder = msgspec.msgpack.Decoder(LoadRequest)
 _event_decoder = msgspec.msgpack.Decoder(Event)
 _worker_decoder = msgspec.msgpack.Decoder(WorkerState)
+_control_decoder = msgspec.msgpack.Decoder(Control)
 
 encode = _job_encoder.encode
 
@@ -176,3 +204,7 @@ def decode_event(data: bytes) -> Event:
 
 def decode_worker(data: bytes) -> WorkerState:
     return _worker_decoder.decode(data)
+
+
+def decode_control(data: bytes) -> Control:
+    return _control_decoder.decode(data)

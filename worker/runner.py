@@ -28,6 +28,7 @@ from herd.protocol import Done, Error, Token, WorkerState
 from worker.engine import Engine, Failed, Finished, TextOut
 from worker.engine_thread import Cancelled, EngineThread, ThreadEvent
 from worker.hosted import HostedModel, RunningJob
+from worker.janitor import Janitor
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class Worker:
             asyncio.create_task(self._claim_loop(stop), name="claim"),
             asyncio.create_task(self._publish_loop(), name="publish"),
             asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
-            asyncio.create_task(self._cancel_loop(), name="cancels"),
+            asyncio.create_task(self._listen_loop(), name="listen"),
         ]
         log.info("worker %s ready", self.id)
         try:
@@ -136,7 +137,7 @@ class Worker:
                 stream = stream_name.decode()
                 if stream == protocol.LOADS_STREAM:
                     for entry_id, fields in entries:
-                        self._start_load(entry_id.decode(), fields[b"m"])
+                        self._start_load(entry_id.decode(), protocol.decode_load(fields[b"m"]))
                 else:
                     await self._start_jobs(stream, entries)
 
@@ -150,11 +151,14 @@ class Worker:
         async with self._redis.pipeline(transaction=False) as pipe:
             for _, job in jobs:
                 pipe.exists(protocol.cancel_key(job.id))
-            cancelled = await pipe.execute()
+            pipe.zrem(protocol.WAITING_SET, *[job.id for _, job in jobs])
+            cancelled = (await pipe.execute())[:-1]
+        too_old = time.time() - self.config.queue_timeout
         for (entry_id, job), gone in zip(jobs, cancelled, strict=True):
             host = self.models.get(job.digest)
-            running = RunningJob(job=job, entry_id=entry_id, attempt=0)
-            if gone or host is None:  # the client left while it waited; nobody to answer
+            running = RunningJob(job=job, entry_id=entry_id, attempt=job.attempt)
+            # The client left, or its gateway gave up waiting: nobody would read the answer.
+            if gone or host is None or job.created < too_old:
                 self._acks.append((stream, entry_id))
                 continue
             if job.keep_alive is not None:
@@ -169,16 +173,20 @@ class Worker:
 
     # ---- loading -----------------------------------------------------------------------
 
-    def _start_load(self, entry_id: str, data: bytes) -> None:
-        request = protocol.decode_load(data)
+    def _start_load(self, entry_id: str | None, request: protocol.LoadRequest) -> None:
         self._spawn(self._load(entry_id, request))
 
-    async def _load(self, entry_id: str, request: protocol.LoadRequest) -> None:
+    async def _load(self, entry_id: str | None, request: protocol.LoadRequest) -> None:
+        """Load a model: for a load request (acknowledged at the end) or a replica order."""
         digest = request.digest
         try:
             if digest in self.models or digest in self._loading:
                 return
-            await self._make_room()
+            if not await self._make_room():
+                # Every model here is busy: never evict one mid-request. Hand the load back.
+                if entry_id is not None:
+                    await self._redis.xadd(protocol.LOADS_STREAM, {"m": protocol.encode(request)})
+                return
             self._loading.add(digest)
             started = time.perf_counter_ns()
             try:
@@ -203,12 +211,16 @@ class Worker:
             self.models[digest] = host
             await self._ensure_group(protocol.jobs_key(digest))
             await self._publish_holdings()
-            log.info("loaded %s (%.2fs)", request.model, host.load_duration_ns / 1e9)
+            log.info("loaded %s (%.2fs)%s", request.model, host.load_duration_ns / 1e9,
+                     " as a replica" if entry_id is None else "")
         finally:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.delete(protocol.loading_key(digest))
-                pipe.xack(protocol.LOADS_STREAM, protocol.WORKERS_GROUP, entry_id)
-                pipe.xdel(protocol.LOADS_STREAM, entry_id)
+                if entry_id is None:
+                    pipe.delete(protocol.replica_key(digest))
+                else:
+                    pipe.delete(protocol.loading_key(digest))
+                    pipe.xack(protocol.LOADS_STREAM, protocol.WORKERS_GROUP, entry_id)
+                    pipe.xdel(protocol.LOADS_STREAM, entry_id)
                 await pipe.execute()
             await self._unblock_claim()
 
@@ -224,13 +236,15 @@ class Worker:
             flash_attention=self.config.flash_attention,
         )
 
-    async def _make_room(self) -> None:
+    async def _make_room(self) -> bool:
         """Evict idle models, least recently used first, until one more fits."""
         while len(self.models) + len(self._loading) >= self.config.max_loaded_models:
             idle = [h for h in self.models.values() if not h.busy]
             if not idle:
-                return
+                return False
             await self._unload(min(idle, key=lambda h: h.idle_since))
+            await self._publish_holdings()
+        return True
 
     async def _unload(self, host: HostedModel) -> None:
         self.models.pop(host.digest, None)
@@ -248,8 +262,8 @@ class Worker:
                 break
             for entry_id, fields in reply[0][1]:
                 job = protocol.decode_job(fields[b"m"])
-                running = RunningJob(job=job, entry_id=entry_id.decode(), attempt=0)
-                self._emit_event(running, Error(attempt=0, seq=1, message=message, status=500))
+                running = RunningJob(job=job, entry_id=entry_id.decode(), attempt=job.attempt)
+                self._emit_event(running, Error(attempt=job.attempt, seq=1, message=message, status=500))
                 self._acks.append((stream, running.entry_id))
         await self._flush()
 
@@ -333,19 +347,36 @@ class Worker:
 
     # ---- cancellation and heartbeat ----------------------------------------------------
 
-    async def _cancel_loop(self) -> None:
+    async def _listen_loop(self) -> None:
+        """Cancellations, and orders for all workers or for this one."""
         pubsub = self._redis.pubsub()
-        await pubsub.subscribe(protocol.CANCELS_CHANNEL)
+        await pubsub.subscribe(protocol.CANCELS_CHANNEL, protocol.CONTROL_CHANNEL, protocol.control_channel(self.id))
         try:
             async for message in pubsub.listen():
                 if message.get("type") != "message":
                     continue
-                job_id = message["data"].decode()
-                for host in self.models.values():
-                    if job_id in host.running:
-                        host.thread.cancel(job_id)
+                if message["channel"] == protocol.CANCELS_CHANNEL.encode():
+                    self._cancel(message["data"].decode())
+                else:
+                    await self._obey(protocol.decode_control(message["data"]))
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _cancel(self, job_id: str) -> None:
+        for host in self.models.values():
+            if job_id in host.running:
+                host.thread.cancel(job_id)
+
+    async def _obey(self, order: protocol.Control) -> None:
+        if order.kind == "load":
+            self._start_load(None, protocol.LoadRequest(digest=order.digest, model=order.model))
+            return
+        host = self.models.get(order.digest)
+        if host is not None:  # unload: now if idle, else as soon as it is
+            host.keep_alive = 0.0
+            if host.expired():
+                await self._unload(host)
+                await self._publish_holdings()
 
     async def _publish_holdings(self) -> None:
         now = time.time()
@@ -366,9 +397,14 @@ class Worker:
             await pipe.execute()
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        janitor = Janitor(self._redis, self.id, load_timeout_s=self.config.load_timeout)
         while not stop.is_set():
             for host in list(self.models.values()):
                 if host.expired():
                     await self._unload(host)
             await self._publish_holdings()
+            try:
+                await janitor.round()
+            except Exception:  # Redis hiccup: try again next beat
+                log.exception("janitor round failed")
             await asyncio.sleep(protocol.HEARTBEAT_INTERVAL_S)

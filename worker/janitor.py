@@ -1,0 +1,138 @@
+"""Placement and recovery without a central scheduler.
+
+Every worker runs a round each second, but only the one that takes the `janitor` lock does
+the work, so the rounds never race. A round, for every model that has a job stream:
+- requeues the jobs that dead workers had claimed (as a new attempt), so none is lost;
+- posts a load request when jobs wait and no live worker holds the model (its holder died
+  or unloaded it), so none is stranded;
+- when a model's queue has stayed at least a full batch deep for a few rounds, asks one
+  live worker with room that does not hold it to load a replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from herd import protocol
+from herd.protocol import Control, LoadRequest, WorkerState
+
+log = logging.getLogger(__name__)
+
+DEEP_ROUNDS = 3  # rounds a queue must stay deep before a replica is asked for
+LOCK_MS = 2500
+REPLICA_GUARD_MS = 60_000  # one replica load at a time per model
+
+
+class Janitor:
+    def __init__(self, client: aioredis.Redis, worker_id: str, *, load_timeout_s: float) -> None:
+        self._redis = client
+        self._id = worker_id
+        self._load_guard_ms = max(1000, int(load_timeout_s * 1000))
+        self._deep_rounds: dict[str, int] = {}
+
+    async def round(self) -> None:
+        # The lock sticks to its holder (renewed each round), so one worker keeps the counts.
+        if not await self._redis.set(protocol.JANITOR_LOCK, self._id, nx=True, px=LOCK_MS):
+            if await self._redis.get(protocol.JANITOR_LOCK) != self._id.encode():
+                return
+            await self._redis.pexpire(protocol.JANITOR_LOCK, LOCK_MS)
+        workers = await self._live_workers()
+        digests: Any = await self._redis.smembers(protocol.MODELS_SET)
+        for raw in digests:
+            digest = raw.decode()
+            try:
+                await self._tend(digest, workers)
+            except Exception:  # one bad stream must not stop the rounds for the others
+                log.exception("janitor round failed for %s", digest)
+
+    async def _live_workers(self) -> dict[str, WorkerState]:
+        members: Any = await self._redis.smembers(protocol.WORKERS_SET)
+        ids = [m.decode() for m in members]
+        if not ids:
+            return {}
+        states: list[Any] = await self._redis.mget([protocol.worker_key(i) for i in ids])
+        return {i: protocol.decode_worker(s) for i, s in zip(ids, states, strict=True) if s is not None}
+
+    async def _tend(self, digest: str, workers: dict[str, WorkerState]) -> None:
+        stream = protocol.jobs_key(digest)
+        length = int(await self._redis.xlen(stream))
+        if length == 0:
+            self._deep_rounds.pop(digest, None)
+            return
+        pending = await self._requeue_orphans(stream, workers)
+        waiting = length - pending
+        holders = [w for w in workers.values() if any(m.digest == digest for m in w.loaded)]
+        if waiting > 0 and not holders:
+            await self._post_load(digest, stream)
+            return
+        parallel = max((m.parallel for w in holders for m in w.loaded if m.digest == digest), default=1)
+        deep = waiting >= parallel
+        self._deep_rounds[digest] = self._deep_rounds.get(digest, 0) + 1 if deep else 0
+        if self._deep_rounds[digest] >= DEEP_ROUNDS:
+            await self._ask_replica(digest, stream, holders, workers)
+
+    async def _requeue_orphans(self, stream: str, workers: dict[str, WorkerState]) -> int:
+        """Jobs claimed by workers that are gone go back in the queue; returns how many
+        claimed jobs remain with live workers."""
+        try:
+            entries: Any = await self._redis.xpending_range(stream, protocol.WORKERS_GROUP, min="-", max="+",
+                                                            count=1000)
+        except aioredis.ResponseError:  # no group yet: nothing was ever claimed
+            return 0
+        live = 0
+        for entry in entries:
+            owner = entry["consumer"].decode()
+            if owner in workers:
+                live += 1
+                continue
+            await self._requeue(stream, entry["message_id"])
+        return live
+
+    async def _requeue(self, stream: str, entry_id: bytes) -> None:
+        claimed: Any = await self._redis.xclaim(stream, protocol.WORKERS_GROUP, self._id, min_idle_time=0,
+                                                message_ids=[entry_id])
+        if not claimed or claimed[0][1] is None:
+            return
+        job = protocol.decode_job(claimed[0][1][b"m"])
+        job.attempt += 1
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(stream, {"m": protocol.encode(job)})
+            pipe.zadd(protocol.WAITING_SET, {job.id: int(time.time() * 1000)})
+            pipe.xack(stream, protocol.WORKERS_GROUP, entry_id)
+            pipe.xdel(stream, entry_id)
+            await pipe.execute()
+        log.warning("requeued job %s of a dead worker (attempt %d)", job.id, job.attempt)
+
+    async def _post_load(self, digest: str, stream: str) -> None:
+        if not await self._redis.set(protocol.loading_key(digest), b"1", nx=True, px=self._load_guard_ms):
+            return
+        model = await self._model_name(stream)
+        await self._redis.xadd(protocol.LOADS_STREAM, {"m": protocol.encode(LoadRequest(digest=digest, model=model))})
+        log.info("jobs wait for %s and no worker holds it: load requested", model)
+
+    async def _ask_replica(self, digest: str, stream: str, holders: list[WorkerState],
+                           workers: dict[str, WorkerState]) -> None:
+        holder_ids = {w.id for w in holders}
+        candidates = [
+            w for w in workers.values()
+            if w.id not in holder_ids
+            and (len(w.loaded) < w.max_loaded_models or any(m.busy == 0 for m in w.loaded))
+        ]
+        if not candidates:
+            return
+        if not await self._redis.set(protocol.replica_key(digest), b"1", nx=True, px=REPLICA_GUARD_MS):
+            return
+        target = min(candidates, key=lambda w: (len(w.loaded), sum(m.busy for m in w.loaded)))
+        model = await self._model_name(stream)
+        order = Control(kind="load", digest=digest, model=model)
+        await self._redis.publish(protocol.control_channel(target.id), protocol.encode(order))
+        self._deep_rounds[digest] = 0
+        log.info("queue for %s stays deep: asked worker %s for a replica", model, target.id)
+
+    async def _model_name(self, stream: str) -> str:
+        first: Any = await self._redis.xrange(stream, count=1)
+        return protocol.decode_job(first[0][1][b"m"]).model if first else "unknown"
