@@ -37,7 +37,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WORKERS", "1", "Worker processes `herd serve` starts on this host.", ollama_alias=False),
     Setting("NUM_PARALLEL", "4", "Sequences one loaded model decodes at once, batched in one context."),
     Setting("MAX_LOADED_MODELS", "3", "Models one worker keeps loaded at once."),
-    Setting("MAX_QUEUE", "512", "Jobs queued or running for one model; beyond it: 503 with Retry-After."),
+    Setting("MAX_QUEUE", "512", "Jobs that may wait for a worker, over all models (running ones do not "
+            "count); beyond it: 503 with Retry-After, at once."),
     Setting("QUEUE_TIMEOUT", "5m", "How long a request may wait for its first token (queue, load, prompt); "
             "past it: 503 and the job is dropped.", ollama_alias=False),
     Setting("KEEP_ALIVE", "5m", "How long an idle model stays loaded (Go duration or seconds; "
