@@ -1,0 +1,380 @@
+"""Continuous batching over one llama.cpp context.
+
+One loaded model is one context with `n_seq_max = n_parallel` and a split KV cache, so
+each sequence id owns `ctx_per_seq` cells. Every `step()` builds one batch (a token for each
+generating sequence, then prompt chunks of sequences still in prefill), calls
+`llama_decode` once, and samples each sequence from its own logits row with its own
+sampler chain. Sequences join and leave between steps. All methods must be called from
+one thread: llama.cpp contexts are not thread-safe, and nothing here takes a lock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from typing import Any, Literal
+
+import msgspec
+
+from herd.protocol import SamplingOptions
+from worker.llama_model import LoadedWeights, lib
+from worker.sampling import SequenceSampler
+from worker.text_stream import TextStream
+
+TOO_LONG = "the input length exceeds the context length"
+EMPTY = "the input is empty after tokenization"
+
+
+class NoFreeSlot(RuntimeError):
+    """Every sequence slot is busy; the caller should hold the job until one frees up."""
+
+
+class TextOut(msgspec.Struct, frozen=True):
+    request_id: str
+    text: str
+
+
+class Finished(msgspec.Struct, frozen=True, kw_only=True):
+    request_id: str
+    done_reason: Literal["stop", "length"]
+    prompt_eval_count: int
+    prompt_eval_duration_ns: int  # admission to the end of the decode that finished the prompt
+    eval_count: int  # generated tokens, not counting the end-of-generation token
+    eval_duration_ns: int  # first sampled token to the end
+
+
+class Failed(msgspec.Struct, frozen=True):
+    request_id: str
+    message: str
+    status: int = 500
+
+
+EngineEvent = TextOut | Finished | Failed
+
+
+class _Seq:
+    """One admitted request, bound to one sequence id of the context."""
+
+    __slots__ = (
+        "fed",
+        "generated",
+        "limit",
+        "n_past",
+        "next_token",
+        "num_predict",
+        "prompt",
+        "request_id",
+        "sampler",
+        "seq_id",
+        "stream",
+        "t_admit",
+        "t_first",
+        "t_prefilled",
+    )
+
+    def __init__(
+        self,
+        request_id: str,
+        seq_id: int,
+        prompt: list[int],
+        options: SamplingOptions,
+        sampler: SequenceSampler,
+        limit: int,
+    ) -> None:
+        self.request_id = request_id
+        self.seq_id = seq_id
+        self.prompt = prompt
+        self.sampler = sampler
+        self.stream = TextStream(options.stop)
+        self.limit = limit  # positions this sequence may fill
+        self.num_predict = options.num_predict  # <= 0: until the context is full
+        self.fed = 0  # prompt tokens decoded so far
+        self.n_past = 0  # cells this sequence holds in the KV cache
+        self.next_token = -1  # sampled, not yet decoded; -1 while in prefill
+        self.generated = 0
+        self.t_admit = time.perf_counter_ns()
+        self.t_prefilled = 0
+        self.t_first = 0
+
+
+class Engine:
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        n_parallel: int,
+        ctx_per_seq: int,
+        n_threads: int = 0,
+        n_batch: int = 512,
+        flash_attention: bool | None = None,
+    ) -> None:
+        if n_parallel < 1 or ctx_per_seq < 1 or n_batch < 1:
+            raise ValueError("n_parallel, ctx_per_seq and n_batch must be positive")
+        self._closed = False
+        self._weights = LoadedWeights(model_path)
+        self._ctx: Any = None
+        self._batch: Any = None
+        try:
+            train = self._weights.n_ctx_train
+            self._ctx_per_seq = min(ctx_per_seq, train) if train > 0 else ctx_per_seq
+            self._n_parallel = n_parallel
+            # Every generating sequence needs its one token in each batch.
+            self._n_batch = max(n_batch, n_parallel)
+            threads = n_threads if n_threads > 0 else (os.cpu_count() or 1)
+            params = lib.llama_context_default_params()
+            params.n_ctx = self._ctx_per_seq * n_parallel
+            params.n_batch = self._n_batch
+            params.n_ubatch = self._n_batch
+            params.n_seq_max = n_parallel
+            params.kv_unified = False  # each sequence keeps its own ctx_per_seq cells
+            params.n_threads = threads
+            params.n_threads_batch = threads
+            params.no_perf = True
+            params.flash_attn_type = {
+                None: lib.LLAMA_FLASH_ATTN_TYPE_AUTO,
+                True: lib.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                False: lib.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+            }[flash_attention]
+            self._ctx = lib.llama_init_from_model(self._weights.model, params)
+            if not self._ctx:
+                raise RuntimeError("llama.cpp could not create a context")
+            self._mem: Any = lib.llama_get_memory(self._ctx)
+            self._batch = lib.llama_batch_init(self._n_batch, 0, 1)
+        except BaseException:
+            self.close()
+            raise
+        n = self._n_batch
+        b = self._batch
+        # Array views over the batch's C buffers: slice assignment fills a prompt chunk in
+        # one call instead of one ctypes call per token.
+        self._tok: Any = ctypes.cast(b.token, ctypes.POINTER(ctypes.c_int32 * n)).contents
+        self._pos: Any = ctypes.cast(b.pos, ctypes.POINTER(ctypes.c_int32 * n)).contents
+        self._out: Any = ctypes.cast(b.logits, ctypes.POINTER(ctypes.c_int8 * n)).contents
+        n_seq_id = ctypes.cast(b.n_seq_id, ctypes.POINTER(ctypes.c_int32 * n)).contents
+        n_seq_id[:] = [1] * n  # one sequence per token, always
+        self._seq_rows: list[Any] = [b.seq_id[i] for i in range(n)]
+        self._slots: list[_Seq | None] = [None] * n_parallel
+        self._free: list[int] = list(range(n_parallel))
+        self._by_id: dict[str, _Seq] = {}
+        self._pending: list[EngineEvent] = []  # events raised by add(), returned by step()
+
+    # -- introspection --------------------------------------------------------------------
+
+    @property
+    def n_parallel(self) -> int:
+        return self._n_parallel
+
+    @property
+    def ctx_per_seq(self) -> int:
+        return self._ctx_per_seq
+
+    @property
+    def weights(self) -> LoadedWeights:
+        return self._weights
+
+    @property
+    def size_bytes(self) -> int:
+        return self._weights.size_bytes
+
+    @property
+    def free_slots(self) -> int:
+        return len(self._free)
+
+    @property
+    def active_ids(self) -> list[str]:
+        return list(self._by_id)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self._by_id or self._pending)
+
+    # -- admission and cancellation --------------------------------------------------------
+
+    def add(self, request_id: str, prompt: str, options: SamplingOptions) -> None:
+        """Admit a request; its events come from later `step()` calls."""
+        if self._closed:
+            raise RuntimeError("the engine is closed")
+        if request_id in self._by_id:
+            raise ValueError(f"request {request_id!r} is already running")
+        if not self._free:
+            raise NoFreeSlot(f"all {self._n_parallel} sequences are busy")
+        limit = min(options.num_ctx, self._ctx_per_seq) if options.num_ctx > 0 else self._ctx_per_seq
+        tokens = self._weights.tokenize(prompt)
+        if not tokens:
+            self._pending.append(Failed(request_id, EMPTY, 400))
+            return
+        if len(tokens) >= limit:  # no room left for even one generated token
+            self._pending.append(Failed(request_id, TOO_LONG, 400))
+            return
+        sampler = SequenceSampler(options, self._weights.n_vocab, limit)
+        sampler.prime(tokens)
+        seq_id = self._free.pop(0)
+        seq = _Seq(request_id, seq_id, tokens, options, sampler, limit)
+        self._slots[seq_id] = seq
+        self._by_id[request_id] = seq
+
+    def cancel(self, request_id: str) -> None:
+        """Drop a request now, without events; unknown ids are ignored."""
+        seq = self._by_id.get(request_id)
+        if seq is not None:
+            self._release(seq)
+        elif self._pending:
+            self._pending = [e for e in self._pending if e.request_id != request_id]
+
+    def _release(self, seq: _Seq) -> None:
+        # Its KV cells must go, or the next request on this sequence id would attend to them.
+        lib.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+        seq.sampler.free()
+        del self._by_id[seq.request_id]
+        self._slots[seq.seq_id] = None
+        self._free.append(seq.seq_id)
+        self._free.sort()
+
+    # -- the decode loop -------------------------------------------------------------------
+
+    def step(self) -> list[EngineEvent]:
+        """Run one `llama_decode` over every active sequence and return what happened."""
+        events, self._pending = self._pending, []
+        if not self._by_id:
+            return events
+        active = [s for s in self._slots if s is not None]
+        generating = [s for s in active if s.next_token >= 0]
+        plan = [(s, 1) for s in generating]
+        plan += self._prompt_chunks([s for s in active if s.next_token < 0], self._n_batch - len(plan))
+        cap = sum(n for _, n in plan)
+        while True:
+            used = self._fill(plan, cap)
+            ret = lib.llama_decode(self._ctx, self._batch)
+            if ret == 0:
+                break
+            if ret == 1 and cap > 1:  # no KV slot for the whole batch: try a smaller one
+                cap //= 2
+                continue
+            for seq, _, _ in used:
+                events.append(Failed(seq.request_id, f"llama_decode failed ({ret})"))
+                self._release(seq)
+            return events
+        end_of_decode = time.perf_counter_ns()
+        ctx = self._ctx
+        for seq, n, row in used:
+            if seq.next_token >= 0:
+                seq.n_past += 1
+            else:
+                seq.fed += n
+                seq.n_past += n
+                if row < 0:
+                    continue  # more prompt to go
+                seq.t_prefilled = end_of_decode
+            token = seq.sampler.sample(ctx, row)
+            if seq.t_first == 0:
+                seq.t_first = time.perf_counter_ns()
+            self._advance(seq, token, events)
+        return events
+
+    def _prompt_chunks(self, prefilling: list[_Seq], budget: int) -> list[tuple[_Seq, int]]:
+        """Share the batch room left among prompts, max-min fair: short prompts finish in
+        one step rather than waiting behind a long one; what they leave goes to the rest."""
+        if not prefilling or budget <= 0:
+            return []
+        share: dict[int, int] = {}
+        left = budget
+        by_need = sorted(prefilling, key=lambda s: len(s.prompt) - s.fed)
+        for i, seq in enumerate(by_need):
+            fair = -(-left // (len(by_need) - i))  # ceil: progress even when room < prompts
+            take = min(len(seq.prompt) - seq.fed, fair, left)
+            share[seq.seq_id] = take
+            left -= take
+        return [(s, share[s.seq_id]) for s in prefilling if share[s.seq_id] > 0]
+
+    def _fill(self, plan: list[tuple[_Seq, int]], cap: int) -> list[tuple[_Seq, int, int]]:
+        """Write up to `cap` tokens of the plan into the batch; return (seq, n, logits row),
+        row -1 when that sequence gets no logits this step."""
+        used: list[tuple[_Seq, int, int]] = []
+        tok, pos, out, rows = self._tok, self._pos, self._out, self._seq_rows
+        i = 0
+        for seq, want in plan:
+            n = min(want, cap - i)
+            if n <= 0:
+                break
+            sid = seq.seq_id
+            if seq.next_token >= 0:
+                tok[i] = seq.next_token
+                pos[i] = seq.n_past
+                out[i] = 1
+                rows[i][0] = sid
+                used.append((seq, 1, i))
+            else:
+                start = seq.fed
+                tok[i : i + n] = seq.prompt[start : start + n]
+                pos[i : i + n] = range(start, start + n)
+                out[i : i + n] = bytes(n)
+                for r in rows[i : i + n]:
+                    r[0] = sid
+                last = i + n - 1
+                done = start + n == len(seq.prompt)
+                if done:  # logits only for the prompt's final token
+                    out[last] = 1
+                used.append((seq, n, last if done else -1))
+            i += n
+        self._batch.n_tokens = i
+        return used
+
+    def _advance(self, seq: _Seq, token: int, events: list[EngineEvent]) -> None:
+        """Handle one sampled token: emit its text, or finish the sequence."""
+        weights = self._weights
+        if weights.is_eog(token):
+            self._finish(seq, "stop", events)
+            return
+        seq.generated += 1
+        text, stopped = seq.stream.feed(weights.token_piece(token))
+        if text:
+            events.append(TextOut(seq.request_id, text))
+        if stopped:
+            self._finish(seq, "stop", events)
+        elif 0 < seq.num_predict <= seq.generated or seq.n_past >= seq.limit:
+            self._finish(seq, "length", events)
+        else:
+            seq.next_token = token
+
+    def _finish(self, seq: _Seq, reason: Literal["stop", "length"], events: list[EngineEvent]) -> None:
+        rest = seq.stream.flush()
+        if rest:
+            events.append(TextOut(seq.request_id, rest))
+        now = time.perf_counter_ns()
+        events.append(
+            Finished(
+                request_id=seq.request_id,
+                done_reason=reason,
+                prompt_eval_count=len(seq.prompt),
+                prompt_eval_duration_ns=seq.t_prefilled - seq.t_admit,
+                eval_count=seq.generated,
+                eval_duration_ns=now - seq.t_first,
+            )
+        )
+        self._release(seq)
+
+    # -- teardown --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free samplers, batch, context and weights; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for seq in list(getattr(self, "_by_id", {}).values()):
+            seq.sampler.free()
+        self._by_id = {}
+        self._pending = []
+        if self._batch is not None:
+            lib.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            lib.llama_free(self._ctx)
+            self._ctx = None
+        self._weights.free()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

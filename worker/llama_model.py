@@ -1,0 +1,130 @@
+"""One GGUF file loaded through llama.cpp's C API: the weights and the vocabulary.
+
+The weights are shared by every sequence of an engine; contexts are built on top of them
+by `worker.engine`. Everything here goes through the low-level ctypes bindings.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+from typing import Any
+
+import llama_cpp.llama_cpp as _llama
+
+# The bindings' annotations are loose (pointer types exist only under TYPE_CHECKING):
+# treat the module as untyped and keep the typing at this module's own surface.
+lib: Any = _llama
+
+log = logging.getLogger("worker.llama")
+
+_GGML_LOG_ERROR = 4
+_GGML_LOG_CONT = 5
+
+_init_lock = threading.Lock()
+_backend_ready = False
+_last_level = 0
+
+
+def _on_log(level: int, text: bytes | None, _user_data: Any) -> None:
+    # Called from C for every log line; stay cheap when nobody listens.
+    global _last_level
+    if level != _GGML_LOG_CONT:
+        _last_level = level
+    if _last_level >= _GGML_LOG_ERROR:
+        log.error("%s", (text or b"").decode("utf-8", "replace").rstrip())
+    elif log.isEnabledFor(logging.DEBUG):
+        message = (text or b"").decode("utf-8", "replace").rstrip()
+        if message:
+            log.debug("%s", message)
+
+
+# Kept at module level: ctypes frees a callback that nobody references, and C would call
+# into freed memory.
+_log_callback = lib.llama_log_callback(_on_log)
+
+
+def init_backend() -> None:
+    """Initialise llama.cpp once per process and route its logs into `logging`."""
+    global _backend_ready
+    with _init_lock:
+        if _backend_ready:
+            return
+        # Importing llama_cpp installs a callback that prints to stderr: replace it.
+        lib.llama_log_set(_log_callback, ctypes.c_void_p(0))
+        lib.llama_backend_init()
+        _backend_ready = True
+
+
+class ModelLoadError(RuntimeError):
+    """llama.cpp could not load the GGUF file."""
+
+
+class LoadedWeights:
+    """A GGUF model loaded with mmap, and its tokenizer."""
+
+    def __init__(self, path: str) -> None:
+        init_backend()
+        if not os.path.isfile(path):
+            raise ModelLoadError(f"no such model file: {path}")
+        self.path = path
+        self.size_bytes = os.path.getsize(path)
+        params = lib.llama_model_default_params()
+        # CPUs with AMX crash in ggml_backend_amx_mul_mat on the first decode when weights
+        # go to the extra (repacking/AMX) buffer types: keep them in plain CPU buffers.
+        params.use_extra_bufts = False
+        params.load_mode = lib.LLAMA_LOAD_MODE_MMAP
+        model = lib.llama_model_load_from_file(path.encode(), params)
+        if not model:
+            raise ModelLoadError(f"llama.cpp could not load {path}")
+        self.model: Any = model
+        self.vocab: Any = lib.llama_model_get_vocab(model)
+        self.n_vocab: int = lib.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train: int = lib.llama_model_n_ctx_train(model)
+        self.bos: int = lib.llama_vocab_bos(self.vocab)
+        self.add_bos: bool = bool(lib.llama_vocab_get_add_bos(self.vocab))
+        # The vocabulary never changes: detokenize each id once.
+        self._pieces: dict[int, bytes] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8", "replace")
+        capacity = len(data) + 8
+        while True:
+            buf = (lib.llama_token * capacity)()
+            n = lib.llama_tokenize(self.vocab, data, len(data), buf, capacity, add_special, parse_special)
+            if n >= 0:
+                break
+            if n == -(2**31):
+                raise ValueError("the input is too long to tokenize")
+            capacity = -n
+        tokens = list(buf[:n])
+        # A rendered template that already starts with the BOS text gets a second BOS from
+        # add_special; models degrade on a doubled BOS.
+        if add_special and self.add_bos and len(tokens) >= 2 and tokens[0] == tokens[1] == self.bos:
+            del tokens[0]
+        return tokens
+
+    def token_piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            buf = self._piece_buf
+            # special=True renders control tokens as text, as Ollama does.
+            n = lib.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = lib.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
+            piece = buf.raw[:n]
+            self._pieces[token] = piece
+        return piece
+
+    def is_eog(self, token: int) -> bool:
+        return bool(lib.llama_vocab_is_eog(self.vocab, token))
+
+    def free(self) -> None:
+        if self.model:
+            lib.llama_model_free(self.model)
+            self.model = None
+            self.vocab = None
