@@ -14,6 +14,8 @@ from typing import Any
 from gateway import wire_ollama as wire
 from gateway.chat_template import TemplateError, render_jinja
 from gateway.errors import ApiError, bad_request, model_not_found
+from herd.chat_prompt import render_ollama_template
+from herd.gotemplate import TemplateError as GoTemplateError
 from herd.store.gguf import GGUFInfo, read_gguf
 from herd.store.names import InvalidModelName, parse_name
 from herd.store.store import ModelRecord, ModelStore
@@ -38,8 +40,16 @@ class ResolvedModel:
         head.extend(dict(m) for m in self.record.messages)
         return head + messages
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+    def render_chat(self, messages: list[dict[str, Any]], *, template: str | None = None) -> str:
+        """The prompt for a conversation: a Go TEMPLATE (the request's, else the Modelfile's)
+        the way Ollama renders it, else the GGUF's Jinja chat template."""
         full = self._template_messages(messages)
+        go_source = template or self.record.template
+        if go_source:
+            try:
+                return render_ollama_template(go_source, full)
+            except GoTemplateError as exc:
+                raise bad_request(f"template: {exc}", param="template") from exc
         source = self.gguf.chat_template
         if not source:  # no template at all: Ollama's default is the bare prompt
             return "\n".join(str(m.get("content", "")) for m in full)
@@ -49,12 +59,19 @@ class ResolvedModel:
         except TemplateError as exc:
             raise bad_request(str(exc)) from exc
 
-    def render_generate(self, prompt: str, system: str | None) -> str:
+    def render_generate(self, prompt: str, system: str | None, *, template: str | None = None) -> str:
         messages: list[dict[str, Any]] = []
         if system:
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": prompt})
-        return self.render_chat(messages)
+        return self.render_chat(messages, template=template)
+
+    @property
+    def template_in_use(self) -> str:
+        """What `herd show` reports: which template renders this model's prompts."""
+        if self.record.template:
+            return "modelfile"
+        return "gguf" if self.gguf.chat_template else "none"
 
 
 class Catalog:
@@ -121,6 +138,7 @@ class Catalog:
             model_info=info,
             capabilities=["completion"],
             modified_at=record.modified_at.isoformat(),
+            template_source=model.template_in_use,
             license="\n".join(record.licenses) or None,
             system=record.system,
         )

@@ -124,12 +124,10 @@ async def generate(request: Request[Any, Any, Any], catalog: Catalog, queue: Job
     )
     if body.raw and (body.template or body.system):
         raise bad_request("raw mode does not support template, system, or context")
-    if body.template:
-        raise bad_request("template overrides are not supported yet", param="template")
     chunks = _Chunks(body.model, chat=False)
     if not body.prompt:
         return await _load_or_unload(request, queue, model, body.model, body.options, body.keep_alive, chunks)
-    prompt = body.prompt if body.raw else model.render_generate(body.prompt, body.system)
+    prompt = body.prompt if body.raw else model.render_generate(body.prompt, body.system, template=body.template)
     job = _job(model, body.model, prompt, body.options, body.keep_alive)
     return await _answer(request, queue, job, body.stream, chunks)
 

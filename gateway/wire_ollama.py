@@ -75,6 +75,10 @@ class ModelRequest(msgspec.Struct, forbid_unknown_fields=True):
     model: str = ""
     name: str = ""
     verbose: bool = False
+    # Accepted on /api/show as Ollama does (its ShowRequest), though they change nothing.
+    system: str | None = None
+    template: str | None = None
+    options: dict[str, Any] | None = None
 
     @property
     def target(self) -> str:
@@ -165,6 +169,7 @@ class ShowResponse(msgspec.Struct, omit_defaults=True):
     model_info: dict[str, Any]
     capabilities: list[str]
     modified_at: str
+    template_source: str  # Herd: "modelfile" (Go template), "gguf" (Jinja chat template) or "none"
     license: str | None = None
     system: str | None = None
 

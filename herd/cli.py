@@ -129,6 +129,9 @@ def cmd_list(config: Config, _: argparse.Namespace) -> None:
     print(_table(rows))
 
 
+_TEMPLATE_SOURCES = {"modelfile": "Modelfile TEMPLATE (Go)", "gguf": "GGUF chat template (Jinja)", "none": "none"}
+
+
 def cmd_show(config: Config, args: argparse.Namespace) -> None:
     info = _request(config, "POST", "/api/show", {"model": args.model})
     for flag in ("modelfile", "parameters", "template", "system", "license"):
@@ -145,6 +148,7 @@ def cmd_show(config: Config, args: argparse.Namespace) -> None:
         f"    context length      {model_info.get(f'{arch}.context_length', '')}",
         f"    embedding length    {model_info.get(f'{arch}.embedding_length', '')}",
         f"    quantization        {details.get('quantization_level', '')}",
+        f"    template            {_TEMPLATE_SOURCES.get(info.get('template_source', ''), 'unknown')}",
         "",
         "  Capabilities",
         *[f"    {c}" for c in info.get("capabilities", [])],

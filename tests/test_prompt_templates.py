@@ -1,0 +1,70 @@
+"""Which template renders a prompt: a Modelfile TEMPLATE (Go, as Ollama renders it), a
+request's `template`, or the GGUF's own Jinja chat template."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.stack import Stack
+
+CHATML = """{{- range .Messages }}<|im_start|>{{ .Role }}
+{{ .Content }}<|im_end|>
+{{ end }}<|im_start|>assistant
+"""
+EXPECTED = ("<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+            "<|im_start|>assistant\n")
+GREEDY = {"temperature": 0, "num_predict": 12}
+
+
+def _post(stack: Stack, path: str, body: dict[str, object]) -> dict[str, object]:
+    if path != "/api/show":
+        body = {**body, "stream": False}
+    response = httpx.post(stack.base_url + path, json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    result: dict[str, object] = response.json()
+    return result
+
+
+def test_modelfile_go_template_renders_the_prompt(herd: Stack, tmp_path: Path) -> None:
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(f'FROM smollm2:135m\nTEMPLATE """{CHATML}"""\nSYSTEM You are terse.\n')
+    herd.herd("create", "chatml-go", "-f", str(modelfile))
+    try:
+        chat = _post(herd, "/api/chat", {"model": "chatml-go", "options": GREEDY,
+                                          "messages": [{"role": "user", "content": "Hi"}]})
+        raw = _post(herd, "/api/generate", {"model": "chatml-go", "prompt": EXPECTED, "raw": True, "options": GREEDY})
+        assert chat["prompt_eval_count"] == raw["prompt_eval_count"]
+        assert chat["message"]["content"] == raw["response"]  # type: ignore[index]
+        shown = _post(herd, "/api/show", {"model": "chatml-go"})
+        assert shown["template_source"] == "modelfile" and shown["template"] == CHATML
+        assert "Modelfile TEMPLATE (Go)" in herd.herd("show", "chatml-go").stdout
+    finally:
+        herd.herd("rm", "chatml-go")
+
+
+def test_request_template_overrides_the_gguf_template(herd: Stack) -> None:
+    override = _post(herd, "/api/generate", {"model": "smollm2:135m", "prompt": "Hi", "system": "You are terse.",
+                                              "template": CHATML, "options": GREEDY})
+    raw = _post(herd, "/api/generate", {"model": "smollm2:135m", "prompt": EXPECTED, "raw": True, "options": GREEDY})
+    assert override["response"] == raw["response"]
+    assert override["prompt_eval_count"] == raw["prompt_eval_count"]
+
+
+def test_gguf_jinja_template_is_the_default(herd: Stack) -> None:
+    shown = _post(herd, "/api/show", {"model": "smollm2:135m"})
+    assert shown["template_source"] == "gguf" and "im_start" in str(shown["template"])
+
+
+def test_template_text_in_messages_is_not_executed(herd: Stack) -> None:
+    """A message that looks like a template is data, in both engines."""
+    reply = _post(herd, "/api/chat", {"model": "smollm2:135m", "options": {"num_predict": 1},
+                                      "messages": [{"role": "user", "content": "{{ lipsum.__globals__ }} {{ .System }}"}]})
+    assert reply["done"] is True
+
+
+def test_broken_request_template_is_a_400(herd: Stack) -> None:
+    response = httpx.post(herd.base_url + "/api/generate", timeout=30,
+                          json={"model": "smollm2:135m", "prompt": "Hi", "template": "{{ .Prompt ", "stream": False})
+    assert response.status_code == 400 and "template" in response.json()["error"]
