@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -104,22 +105,81 @@ def cmd_worker(config: Config, _: argparse.Namespace) -> None:
     main()
 
 
+def _upload_blob(config: Config, path: Path) -> str:
+    """Send a local file to the server's store (unless it has it already); its digest."""
+    hasher = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            hasher.update(chunk)
+    digest = f"sha256:{hasher.hexdigest()}"
+    try:
+        with _client(config) as client:
+            if client.head(f"/api/blobs/{digest}").status_code == 200:
+                return digest
+            print(f"copying file {digest} 100%")
+            with path.open("rb") as f:
+                response = client.post(f"/api/blobs/{digest}", content=iter(lambda: f.read(1 << 20), b""))
+    except httpx.ConnectError:
+        raise CliError(f"could not connect to herd at {config.base_url}; is `herd serve` running?") from None
+    if response.status_code >= 400:
+        raise CliError(_error_text(response.content))
+    return digest
+
+
 def cmd_create(config: Config, args: argparse.Namespace) -> None:
+    """Like `ollama create`: parse the Modelfile here, upload local files, create on the server."""
     from herd.store.modelfile import ModelfileError, parse_modelfile
-    from herd.store.store import ModelStore
 
     path = Path(args.file).expanduser()
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        modelfile = parse_modelfile(path.read_bytes())
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    except ModelfileError as exc:
+        raise CliError(str(exc)) from None
+    body: dict[str, Any] = {
+        "model": args.model, "stream": True, "parameters": modelfile.parameters, "template": modelfile.template,
+        "system": modelfile.system, "license": modelfile.licenses or None,
+        "messages": [{"role": role, "content": content} for role, content in modelfile.messages] or None,
+    }
+    print("gathering model components")
+    if not _server_up(config):
+        _create_locally(config, args.model, modelfile, path.parent)
+        return
+    source = Path(modelfile.from_).expanduser()
+    source = source if source.is_absolute() else path.parent / source
+    if source.is_file():
+        body["files"] = {source.name: _upload_blob(config, source)}
+    else:
+        body["from"] = modelfile.from_
+    for item in _stream(config, "/api/create", {k: v for k, v in body.items() if v is not None}):
+        print(item.get("status", ""))
+
+
+def _server_up(config: Config) -> bool:
     try:
-        modelfile = parse_modelfile(text)
-        print("gathering model components")
-        record = ModelStore(config.models).create(args.model, modelfile, base_dir=path.parent.resolve())
-    except (ModelfileError, ValueError, OSError) as exc:
+        with _client(config) as client:
+            client.head("/")
+    except httpx.ConnectError:
+        return False
+    return True
+
+
+def _create_locally(config: Config, name: str, modelfile: Any, base_dir: Path) -> None:
+    """No server: write the model straight into the local store (e.g. preparing a host)."""
+    from herd.store.store import ModelStore, StoreError
+
+    print(f"herd is not running at {config.base_url}: creating in the store {config.models}")
+    try:
+        record = ModelStore(config.models).create(name, modelfile, base_dir=base_dir.resolve())
+    except (StoreError, ValueError, OSError) as exc:
         raise CliError(str(exc)) from None
     print(f"writing manifest\nsuccess: created {record.name.display()}")
+
+
+def cmd_cp(config: Config, args: argparse.Namespace) -> None:
+    _request(config, "POST", "/api/copy", {"source": args.source, "destination": args.destination})
+    print(f"copied '{args.source}' to '{args.destination}'")
 
 
 def cmd_list(config: Config, _: argparse.Namespace) -> None:
@@ -278,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     create = verb("create", cmd_create, "Create a model from a Modelfile")
     create.add_argument("model", metavar="MODEL")
     create.add_argument("-f", "--file", default="Modelfile", help="Name of the Modelfile (default: Modelfile)")
+    cp = verb("cp", cmd_cp, "Copy a model")
+    cp.add_argument("source", metavar="SOURCE")
+    cp.add_argument("destination", metavar="DESTINATION")
     verb("list", cmd_list, "List models", aliases=("ls",))
     show = verb("show", cmd_show, "Show information for a model")
     show.add_argument("model", metavar="MODEL")
