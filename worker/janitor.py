@@ -18,13 +18,23 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from herd import protocol
-from herd.protocol import Control, LoadRequest, WorkerState
+from herd.protocol import Control, Job, LoadRequest, WorkerState
 
 log = logging.getLogger(__name__)
 
 DEEP_ROUNDS = 3  # rounds a queue must stay deep before a replica is asked for
 LOCK_MS = 2500
 REPLICA_GUARD_MS = 60_000  # one replica load at a time per model
+
+
+async def requeue(client: aioredis.Redis, stream: str, entry_id: bytes | str, job: Job) -> None:
+    """Put a claimed job back at the end of its queue, waiting again, in one transaction."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.xadd(stream, {"m": protocol.encode(job)})
+        pipe.zadd(protocol.WAITING_SET, {job.id: int(time.time() * 1000)})
+        pipe.xack(stream, protocol.WORKERS_GROUP, entry_id)
+        pipe.xdel(stream, entry_id)
+        await pipe.execute()
 
 
 class Janitor:
@@ -99,12 +109,7 @@ class Janitor:
             return
         job = protocol.decode_job(claimed[0][1][b"m"])
         job.attempt += 1
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(stream, {"m": protocol.encode(job)})
-            pipe.zadd(protocol.WAITING_SET, {job.id: int(time.time() * 1000)})
-            pipe.xack(stream, protocol.WORKERS_GROUP, entry_id)
-            pipe.xdel(stream, entry_id)
-            await pipe.execute()
+        await requeue(self._redis, stream, entry_id, job)
         log.warning("requeued job %s of a dead worker (attempt %d)", job.id, job.attempt)
 
     async def _post_load(self, digest: str, stream: str) -> None:

@@ -28,7 +28,7 @@ from herd.protocol import Done, Error, Token, WorkerState
 from worker.engine import Engine, Failed, Finished, TextOut
 from worker.engine_thread import Cancelled, EngineThread, ThreadEvent
 from worker.hosted import HostedModel, RunningJob
-from worker.janitor import Janitor
+from worker.janitor import Janitor, requeue
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,11 @@ class Worker:
             host = self.models.get(job.digest)
             running = RunningJob(job=job, entry_id=entry_id, attempt=job.attempt)
             # The client left, or its gateway gave up waiting: nobody would read the answer.
-            if gone or host is None or job.created < too_old:
+            if gone or job.created < too_old:
                 self._acks.append((stream, entry_id))
+                continue
+            if host is None:  # unloaded while this claim was in flight: back in the queue
+                await requeue(self._redis, stream, entry_id, job)
                 continue
             if job.keep_alive is not None:
                 host.keep_alive = math.inf if job.keep_alive < 0 else job.keep_alive
@@ -249,6 +252,7 @@ class Worker:
     async def _unload(self, host: HostedModel) -> None:
         self.models.pop(host.digest, None)
         await self._redis.zrem(protocol.holders_key(host.digest), self.id)
+        await self._unblock_claim()  # stop claiming its jobs
         await host.thread.stop()
         log.info("unloaded %s", host.name)
 
