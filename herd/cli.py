@@ -16,6 +16,7 @@ import httpx
 
 from herd import __version__
 from herd.config import Config, settings_table
+from herd.repl import Repl, Session
 
 
 class CliError(Exception):
@@ -192,12 +193,10 @@ def cmd_list(config: Config, _: argparse.Namespace) -> None:
 _TEMPLATE_SOURCES = {"modelfile": "Modelfile TEMPLATE (Go)", "gguf": "GGUF chat template (Jinja)", "none": "none"}
 
 
-def cmd_show(config: Config, args: argparse.Namespace) -> None:
-    info = _request(config, "POST", "/api/show", {"model": args.model})
-    for flag in ("modelfile", "parameters", "template", "system", "license"):
-        if getattr(args, flag):
-            print(info.get(flag) or "")
-            return
+def _show_text(info: dict[str, Any], section: str) -> str:
+    """One section of a model's details (`modelfile`, `parameters`, ...) or the summary (`info`)."""
+    if section != "info":
+        return str(info.get(section) or "")
     details = info["details"]
     model_info = info.get("model_info", {})
     arch = model_info.get("general.architecture", details.get("family", ""))
@@ -217,7 +216,14 @@ def cmd_show(config: Config, args: argparse.Namespace) -> None:
         lines += ["", "  Parameters", *[f"    {line}" for line in info["parameters"].splitlines()]]
     if info.get("system"):
         lines += ["", "  System", f"    {info['system']}"]
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+def cmd_show(config: Config, args: argparse.Namespace) -> None:
+    info = _request(config, "POST", "/api/show", {"model": args.model})
+    section = next((f for f in ("modelfile", "parameters", "template", "system", "license") if getattr(args, f)),
+                   "info")
+    print(_show_text(info, section))
 
 
 def _until(stamp: str) -> str:
@@ -252,13 +258,11 @@ def cmd_rm(config: Config, args: argparse.Namespace) -> None:
         print(f"deleted '{name}'")
 
 
-def _chat_once(config: Config, model: str, messages: list[dict[str, str]], args: argparse.Namespace) -> str:
-    body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
-    if args.keepalive:
-        body["keep_alive"] = args.keepalive
+def _chat(config: Config, session: Session) -> str:
+    """Stream one answer to the terminal; return its text."""
     parts: list[str] = []
     final: dict[str, Any] = {}
-    for item in _stream(config, "/api/chat", body):
+    for item in _stream(config, "/api/chat", session.request()):
         text = item.get("message", {}).get("content", "")
         parts.append(text)
         sys.stdout.write(text)
@@ -266,7 +270,7 @@ def _chat_once(config: Config, model: str, messages: list[dict[str, str]], args:
         if item.get("done"):
             final = item
     sys.stdout.write("\n\n" if sys.stdout.isatty() else "\n")
-    if args.verbose and final:
+    if session.verbose and final:
         _print_stats(final)
     return "".join(parts)
 
@@ -284,29 +288,31 @@ def _print_stats(final: dict[str, Any]) -> None:
     print(f"eval rate:            {rate(final['eval_count'], final['eval_duration'])}", file=sys.stderr)
 
 
+def _save_session(config: Config, session: Session, name: str) -> None:
+    body: dict[str, Any] = {"model": name, "from": session.model, "stream": False,
+                            "messages": session.messages or None, "system": session.system,
+                            "parameters": session.options or None}
+    _request(config, "POST", "/api/create", {k: v for k, v in body.items() if v is not None})
+
+
 def cmd_run(config: Config, args: argparse.Namespace) -> None:
+    session = Session(args.model, verbose=args.verbose, keep_alive=args.keepalive, format_json=args.format == "json")
     prompt = " ".join(args.prompt)
     if not sys.stdin.isatty():
         piped = sys.stdin.read()
         prompt = f"{prompt}\n\n{piped}".strip() if prompt else piped.strip()
     if prompt:
-        _chat_once(config, args.model, [{"role": "user", "content": prompt}], args)
+        session.messages.append({"role": "user", "content": prompt})
+        _chat(config, session)
         return
-    # Interactive: keep the conversation; /bye ends it.
-    _request(config, "POST", "/api/chat", {"model": args.model, "messages": [], "stream": False})
-    messages: list[dict[str, str]] = []
-    while True:
-        try:
-            line = input(">>> ")
-        except EOFError:
-            print()
-            return
-        if line.strip() in {"/bye", "/exit"}:
-            return
-        if not line.strip():
-            continue
-        messages.append({"role": "user", "content": line})
-        messages.append({"role": "assistant", "content": _chat_once(config, args.model, messages, args)})
+    _request(config, "POST", "/api/chat", {"model": args.model, "messages": [], "stream": False})  # load it now
+    Repl(
+        session,
+        chat=lambda s: _chat(config, s),
+        show=lambda model, section: _show_text(_request(config, "POST", "/api/show", {"model": model}), section),
+        save=lambda s, name: _save_session(config, s, name),
+        exists=lambda model: _request(config, "POST", "/api/show", {"model": model}),
+    ).run()
 
 
 def cmd_config(config: Config, args: argparse.Namespace) -> None:
@@ -356,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("prompt", metavar="PROMPT", nargs="*")
     run.add_argument("--verbose", action="store_true", help="Show timings for the response")
     run.add_argument("--keepalive", help="Duration to keep the model loaded (e.g. 5m)")
+    run.add_argument("--format", choices=["json"], help="Response format")
     config = verb("config", cmd_config, "Print the settings in effect")
     config.add_argument("--markdown", action="store_true", help="Print the table of every setting")
     return parser
