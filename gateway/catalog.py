@@ -74,18 +74,23 @@ class ResolvedModel:
         return "gguf" if self.gguf.chat_template else "none"
 
 
+def checked_name(name: str, param: str = "model") -> str:
+    """A model name from a request, or a 400 saying what is wrong with it."""
+    if not name:
+        raise ApiError(400, f"{param} is required", param=param)
+    try:
+        parse_name(name)
+    except InvalidModelName as exc:
+        raise bad_request(str(exc), param=param) from exc
+    return name
+
+
 class Catalog:
     def __init__(self, store: ModelStore) -> None:
         self.store = store
 
     def _record(self, name: str) -> ModelRecord:
-        if not name:
-            raise ApiError(400, "model is required", param="model")
-        try:
-            parse_name(name)
-        except InvalidModelName as exc:
-            raise bad_request(str(exc), param="model") from exc
-        record = self.store.get(name)
+        record = self.store.get(checked_name(name))
         if record is None:
             raise model_not_found(name)
         return record
@@ -112,18 +117,6 @@ class Catalog:
         record = self._record(name)
         await asyncio.to_thread(self.store.delete, record.name.full())
 
-    @staticmethod
-    def details(record: ModelRecord) -> wire.ModelDetails:
-        d = record.details
-        return wire.ModelDetails(
-            parent_model=d.parent_model,
-            format=d.format,
-            family=d.family,
-            families=d.families,
-            parameter_size=d.parameter_size,
-            quantization_level=d.quantization_level,
-        )
-
     async def show(self, model: ResolvedModel, *, verbose: bool) -> wire.ShowResponse:
         record = model.record
         info = dict(model.gguf.metadata)
@@ -134,7 +127,7 @@ class Catalog:
             modelfile=record.modelfile(),
             parameters=_parameters_text(record.parameters),
             template=record.template or model.gguf.chat_template or "",
-            details=self.details(record),
+            details=record.details,
             model_info=info,
             capabilities=["completion"],
             modified_at=record.modified_at.isoformat(),

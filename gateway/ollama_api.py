@@ -19,6 +19,7 @@ from gateway.options import merge_options
 from gateway.requests import keep_alive_seconds, reject_unsupported
 from herd import __version__
 from herd.protocol import Done, Event, Job, LoadedModel, Token
+from herd.store.store import ModelDetails
 
 OLLAMA_API_VERSION = "0.13.0"  # the Ollama API level Herd answers for
 NDJSON = "application/x-ndjson"
@@ -153,7 +154,7 @@ async def tags(catalog: Catalog) -> Response[bytes]:
     models = [
         wire.ListedModel(
             name=r.name.display(), model=r.name.display(), modified_at=r.modified_at.isoformat(),
-            size=r.size, digest=r.manifest_digest, details=catalog.details(r),
+            size=r.size, digest=r.manifest_digest, details=r.details,
         )
         for r in await catalog.list()
     ]
@@ -196,7 +197,7 @@ async def ps(catalog: Catalog, queue: JobQueue) -> Response[bytes]:
         rows.append(wire.RunningModel(
             name=first.model, model=first.model, size=first.size,
             digest=record.manifest_digest if record else digest,
-            details=catalog.details(record) if record else wire.ModelDetails("", "gguf", "", None, "", ""),
+            details=record.details if record else ModelDetails("", "gguf", "", None, "", ""),
             expires_at=datetime.datetime.fromtimestamp(expires, datetime.UTC).isoformat().replace("+00:00", "Z"),
             size_vram=0, context_length=first.context_length, replicas=len(copies),
             workers=[worker_id for worker_id, _ in holders], parallel=first.parallel,

@@ -14,12 +14,12 @@ import msgspec
 from litestar import Request, Response, head, post
 from litestar.response import Stream
 
-from gateway.catalog import Catalog
+from gateway.catalog import Catalog, checked_name
 from gateway.errors import ApiError, bad_request, decode_body
 from gateway.wire_ollama import Message
 from herd.store.blobs import DigestMismatch
 from herd.store.modelfile import Modelfile, ModelfileError, parse_modelfile
-from herd.store.names import InvalidDigest, InvalidModelName, parse_digest, parse_name
+from herd.store.names import InvalidDigest, parse_digest
 from herd.store.options import OptionError, coerce_option, known_option
 from herd.store.store import ModelNotFound, StoreError
 
@@ -121,13 +121,7 @@ def _modelfile(body: CreateRequest) -> Modelfile:
 @post("/api/create", status_code=200)
 async def create(request: Request[Any, Any, Any], catalog: Catalog) -> Response[bytes] | Stream:
     body: CreateRequest = decode_body(await request.body(), CreateRequest)
-    name = body.model or body.name
-    if not name:
-        raise ApiError(400, "model is required", param="model")
-    try:
-        parse_name(name)
-    except InvalidModelName as exc:
-        raise bad_request(str(exc), param="model") from exc
+    name = checked_name(body.model or body.name)
     modelfile = _modelfile(body)
     try:
         record = await asyncio.to_thread(catalog.store.create, name, modelfile)
@@ -150,11 +144,8 @@ async def create(request: Request[Any, Any, Any], catalog: Catalog) -> Response[
 @post("/api/copy", status_code=200)
 async def copy(request: Request[Any, Any, Any], catalog: Catalog) -> Response[bytes]:
     body: CopyRequest = decode_body(await request.body(), CopyRequest)
-    for field, value in (("source", body.source), ("destination", body.destination)):
-        try:
-            parse_name(value)
-        except InvalidModelName as exc:
-            raise bad_request(str(exc), param=field) from exc
+    checked_name(body.source, "source")
+    checked_name(body.destination, "destination")
     try:
         await asyncio.to_thread(catalog.store.copy, body.source, body.destination)
     except ModelNotFound as exc:

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from herd.store.store import ModelDetails
+
 KeepAlive = str | float | int | None
 
 
@@ -118,15 +120,6 @@ class ChatChunk(msgspec.Struct, omit_defaults=True):
     prompt_eval_duration: int | None = None
     eval_count: int | None = None
     eval_duration: int | None = None
-
-
-class ModelDetails(msgspec.Struct):
-    parent_model: str
-    format: str
-    family: str
-    families: list[str] | None
-    parameter_size: str
-    quantization_level: str
 
 
 class ListedModel(msgspec.Struct):
