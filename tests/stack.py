@@ -15,6 +15,11 @@ import httpx
 from herd.demo import DEMO_NAME, write_demo_modelfile
 from herd.processes import EmbeddedRedis, free_port, stop_process
 
+# A request that keeps a slot busy for longer than any test waits: greedy counting never
+# samples end-of-text, where a story with sampling may end early on a fast machine.
+ENDLESS: dict[str, object] = {"prompt": "1, 2, 3, 4, 5, 6,", "raw": True,
+                              "options": {"num_predict": 4000, "temperature": 0}}
+
 
 class Stack:
     def __init__(self, root: Path, redis_url: str, *, workers: int = 1, **settings: str | int) -> None:

@@ -12,9 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.stack import Stack, running_stack
-
-LONG = {"num_predict": 4000, "temperature": 0.8, "seed": 1}  # far longer than any test waits
+from tests.stack import ENDLESS, Stack, running_stack
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +23,7 @@ def one_slot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def _read_some_then_leave(base_url: str, model: str, lines: int) -> int:
-    body = {"model": model, "prompt": "Tell me a very long story.", "options": LONG}
+    body = {"model": model, **ENDLESS}
     seen = 0
     with httpx.Client(base_url=base_url, timeout=60) as http, http.stream("POST", "/api/generate", json=body) as r:
         for line in r.iter_lines():
@@ -70,7 +68,7 @@ def test_disconnect_mid_stream_frees_the_slot(one_slot: Stack, model_name: str) 
 
 
 def test_disconnect_while_queued_never_runs_the_job(one_slot: Stack, model_name: str) -> None:
-    body = {"model": model_name, "prompt": "Tell me a very long story.", "options": LONG}
+    body = {"model": model_name, **ENDLESS}
     with httpx.Client(base_url=one_slot.base_url, timeout=60) as http, \
             http.stream("POST", "/api/generate", json=body) as running:
         next(running.iter_lines())  # the only slot is now busy
@@ -81,7 +79,7 @@ def test_disconnect_while_queued_never_runs_the_job(one_slot: Stack, model_name:
 
 
 def test_non_streamed_request_is_cancelled_when_its_client_leaves(one_slot: Stack, model_name: str) -> None:
-    body = {"model": model_name, "prompt": "Tell me a very long story.", "stream": False, "options": LONG}
+    body = {"model": model_name, **ENDLESS, "stream": False}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(one_slot.base_url + "/api/generate", json=body, timeout=2.0)
     assert _quick(one_slot.base_url, model_name, timeout=20)["done"] is True
@@ -89,7 +87,7 @@ def test_non_streamed_request_is_cancelled_when_its_client_leaves(one_slot: Stac
 
 def test_worker_stopping_mid_stream_ends_with_an_error_line(tmp_path: Path, model_name: str) -> None:
     with running_stack(tmp_path, num_parallel=1) as stack:
-        body = {"model": model_name, "prompt": "Tell me a very long story.", "options": LONG}
+        body = {"model": model_name, **ENDLESS}
         with httpx.Client(base_url=stack.base_url, timeout=60) as http, \
                 http.stream("POST", "/api/generate", json=body) as response:
             lines = response.iter_lines()

@@ -16,9 +16,7 @@ import httpx
 import pytest
 
 from herd.demo import demo_gguf
-from tests.stack import Stack, running_stack
-
-LONG = {"num_predict": 4000, "temperature": 0.8, "seed": 1}
+from tests.stack import ENDLESS, Stack, running_stack
 
 
 def generate(stack: Stack, prompt: str = "Hi", *, timeout: float = 120, **options: Any) -> httpx.Response:
@@ -59,7 +57,7 @@ class LongStream:
 
     def __init__(self, stack: Stack) -> None:
         self._client = httpx.Client(base_url=stack.base_url, timeout=60)
-        body = {"model": "smollm2:135m", "prompt": "Tell me a very long story.", "options": LONG}
+        body = {"model": "smollm2:135m", **ENDLESS}
         self._context = self._client.stream("POST", "/api/generate", json=body)
         self.response = self._context.__enter__()
         self.lines = self.response.iter_lines()
