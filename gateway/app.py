@@ -13,7 +13,7 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
-from gateway import ollama_api, openai_api, responses_api, store_api
+from gateway import embed_api, ollama_api, openai_api, responses_api, store_api
 from gateway.catalog import Catalog
 from gateway.errors import ApiError, error_body, handle_api_error, handle_http_exception
 from gateway.generation import ClientGone
@@ -58,7 +58,8 @@ def create_app(config: Config, redis_url: str) -> Litestar:
             await client.aclose()
 
     return Litestar(
-        route_handlers=[*ollama_api.ROUTES, *openai_api.ROUTES, *store_api.ROUTES, responses_api.responses],
+        route_handlers=[*ollama_api.ROUTES, *openai_api.ROUTES, *embed_api.ROUTES, *store_api.ROUTES,
+                        responses_api.responses],
         dependencies={
             "catalog": Provide(lambda: catalog, sync_to_thread=False, use_cache=True),
             "queue": Provide(lambda: queue, sync_to_thread=False, use_cache=True),

@@ -18,9 +18,11 @@ from litestar.types import Receive
 
 from gateway.errors import ApiError, queue_full
 from gateway.jobs import JobQueue, QueueFull
-from herd.protocol import Done, Error, Event, Job, Token
+from herd.protocol import Done, Embeddings, Error, Event, Job, Token
 
 T = TypeVar("T")
+
+TextEvent = Token | Done | Error  # what a generation job's events can be
 
 
 class ClientGone(Exception):
@@ -91,14 +93,14 @@ class Generation:
             self._finished = True
         return event
 
-    async def rest(self, first: Event) -> AsyncIterator[Event]:
+    async def rest(self, first: Event) -> AsyncIterator[TextEvent]:
         """All events from `first` on, for a writer that sends them as they come.
         If the writer stops early (the client left), the job is cancelled."""
         try:
             event = first
             while True:
                 self._shown = self._shown or isinstance(event, Token)
-                yield event
+                yield _text_event(event)
                 if self._finished:
                     return
                 event = await self._next()
@@ -115,6 +117,7 @@ class Generation:
             if self._restarted:
                 parts.clear()
                 self._restarted = False
+            event = _text_event(event)
             if isinstance(event, Token):
                 parts.append(event.text)
             elif isinstance(event, Done):
@@ -130,6 +133,13 @@ class Generation:
 
     def total_duration(self) -> int:
         return time.perf_counter_ns() - self.started
+
+
+def _text_event(event: Event) -> TextEvent:
+    """Embeddings end an embed job; as the end of a generation they are a worker's error."""
+    if isinstance(event, Embeddings):
+        return Error(attempt=event.attempt, seq=event.seq, message="the worker answered with embeddings")
+    return event
 
 
 async def _shielded(action: Callable[[], Awaitable[Any]]) -> None:

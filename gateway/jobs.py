@@ -70,7 +70,7 @@ class JobQueue:
             raise QueueFull()
 
     async def events(self, job_id: str, *, poll_ms: int = 1000) -> AsyncGenerator[Event, None]:
-        """Every event of the job, in order, each once, ending after Done or Error.
+        """Every event of the job, in order, each once, ending after Done, Embeddings or Error.
 
         Reads the job's stream from the start, so nothing is lost to a late reader. Events
         of an attempt older than one already seen (a worker presumed dead that was not) are

@@ -108,7 +108,8 @@ class SamplingOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class Job(msgspec.Struct, kw_only=True):
-    """One request for a worker. `prompt` is fully rendered; None asks only for a load."""
+    """One request for a worker: a fully rendered `prompt` to generate from, or inputs to
+    `embed`; neither asks only for a load."""
 
     id: str
     model: str  # the name the client used, for logs and /api/ps
@@ -118,6 +119,9 @@ class Job(msgspec.Struct, kw_only=True):
     keep_alive: float | None = None  # seconds, inf: forever; None: the worker's default
     created: float = 0.0  # unix seconds when the gateway accepted it
     attempt: int = 0  # how many times a dead worker's claim was requeued
+    embed: list[str | list[int]] | None = None  # inputs to embed (texts or token ids); `prompt` is None
+    truncate: bool = True  # embed: cut inputs longer than the context, else fail the job (400)
+    dimensions: int | None = None  # embed: keep only the first `dimensions` values of each vector
 
 
 class LoadRequest(msgspec.Struct, kw_only=True):
@@ -157,7 +161,19 @@ class Error(msgspec.Struct, tag="error", kw_only=True):
     status: int = 500  # the HTTP status the gateway answers with if nothing was sent yet
 
 
-Event = Token | Done | Error
+class Embeddings(msgspec.Struct, tag="embeddings", kw_only=True):
+    """The answer to an embed job, one vector per input in order; final, like Done.
+    Vectors are as the model pooled them, not normalized."""
+
+    attempt: int
+    seq: int
+    vectors: list[list[float]]
+    prompt_eval_count: NonNegative = 0
+    prompt_eval_duration: NonNegative = 0  # nanoseconds
+    load_duration: NonNegative = 0
+
+
+Event = Token | Done | Error | Embeddings
 
 
 class LoadedModel(msgspec.Struct, kw_only=True):

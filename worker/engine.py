@@ -11,14 +11,13 @@ one thread: llama.cpp contexts are not thread-safe, and nothing here takes a loc
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 from typing import Any, Literal
 
 import msgspec
 
 from herd.protocol import SamplingOptions
-from worker.llama_model import LoadedWeights, lib
+from worker.llama_model import LoadedWeights, context_params, lib
 from worker.sampling import SequenceSampler
 from worker.text_stream import TextStream
 
@@ -121,21 +120,9 @@ class Engine:
             self._n_parallel = n_parallel
             # Every generating sequence needs its one token in each batch.
             self._n_batch = max(n_batch, n_parallel)
-            threads = n_threads if n_threads > 0 else (os.cpu_count() or 1)
-            params = lib.llama_context_default_params()
-            params.n_ctx = self._ctx_per_seq * n_parallel
-            params.n_batch = self._n_batch
-            params.n_ubatch = self._n_batch
-            params.n_seq_max = n_parallel
+            params = context_params(n_ctx=self._ctx_per_seq * n_parallel, n_batch=self._n_batch,
+                                    n_seq_max=n_parallel, n_threads=n_threads, flash_attention=flash_attention)
             params.kv_unified = False  # each sequence keeps its own ctx_per_seq cells
-            params.n_threads = threads
-            params.n_threads_batch = threads
-            params.no_perf = True
-            params.flash_attn_type = {
-                None: lib.LLAMA_FLASH_ATTN_TYPE_AUTO,
-                True: lib.LLAMA_FLASH_ATTN_TYPE_ENABLED,
-                False: lib.LLAMA_FLASH_ATTN_TYPE_DISABLED,
-            }[flash_attention]
             self._ctx = lib.llama_init_from_model(self._weights.model, params)
             if not self._ctx:
                 raise RuntimeError("llama.cpp could not create a context")

@@ -58,6 +58,27 @@ def init_backend() -> None:
         _backend_ready = True
 
 
+def context_params(*, n_ctx: int, n_batch: int, n_seq_max: int, n_threads: int,
+                   flash_attention: bool | None) -> Any:
+    """The parameters of a context on loaded weights, one ubatch per batch. `n_threads` 0: one a
+    core; `flash_attention` None: llama.cpp decides."""
+    threads = n_threads if n_threads > 0 else (os.cpu_count() or 1)
+    params = lib.llama_context_default_params()
+    params.n_ctx = n_ctx
+    params.n_batch = n_batch
+    params.n_ubatch = n_batch
+    params.n_seq_max = n_seq_max
+    params.n_threads = threads
+    params.n_threads_batch = threads
+    params.no_perf = True
+    params.flash_attn_type = {
+        None: lib.LLAMA_FLASH_ATTN_TYPE_AUTO,
+        True: lib.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+        False: lib.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+    }[flash_attention]
+    return params
+
+
 class ModelLoadError(RuntimeError):
     """llama.cpp could not load the GGUF file."""
 

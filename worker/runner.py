@@ -24,7 +24,8 @@ from redis.exceptions import ResponseError
 
 from herd import protocol
 from herd.config import Config
-from herd.protocol import Done, Error, Token, WorkerState
+from herd.protocol import Done, Embeddings, Error, Token, WorkerState
+from worker.embedder import Embedded, Embedder
 from worker.engine import Engine, Failed, Finished, TextOut
 from worker.engine_thread import Cancelled, EngineThread, ThreadEvent
 from worker.hosted import HostedModel, RunningJob
@@ -166,12 +167,15 @@ class Worker:
                 continue
             if job.keep_alive is not None:
                 host.keep_alive = math.inf if job.keep_alive < 0 else job.keep_alive
-            if job.prompt is None:
+            if job.prompt is None and job.embed is None:
                 self._emit_event(running, self._done(host, running, "load"))
                 self._acks.append((stream, entry_id))
                 continue
             host.running[job.id] = running
-            host.thread.submit(job.id, job.prompt, job.options)
+            if job.prompt is not None:
+                host.thread.submit(job.id, job.prompt, job.options)
+            else:
+                host.thread.embed(job)
         self._outbox_ready.set()
 
     # ---- loading -----------------------------------------------------------------------
@@ -204,7 +208,8 @@ class Worker:
                 digest=digest,
                 name=request.model,
                 thread=EngineThread(engine, asyncio.get_running_loop(),
-                                    lambda events: self._on_events(digest, events), name=f"engine-{digest[:8]}"),
+                                    lambda events: self._on_events(digest, events), name=f"engine-{digest[:8]}",
+                                    make_embedder=lambda: self._open_embedder(engine)),
                 size=engine.size_bytes,
                 context_length=engine.ctx_per_seq,
                 parallel=engine.n_parallel,
@@ -238,6 +243,11 @@ class Worker:
             n_threads=self.config.num_thread,
             flash_attention=self.config.flash_attention,
         )
+
+    def _open_embedder(self, engine: Engine) -> Embedder:
+        """The model's embedding context, on its loaded weights (called on the engine's thread)."""
+        return Embedder(engine.weights, ctx_len=engine.ctx_per_seq, n_threads=self.config.num_thread,
+                        flash_attention=self.config.flash_attention)
 
     async def _make_room(self) -> bool:
         """Evict idle models, least recently used first, until one more fits."""
@@ -273,8 +283,12 @@ class Worker:
 
     # ---- events ------------------------------------------------------------------------
 
+    @staticmethod
+    def _load_ns(host: HostedModel, running: RunningJob) -> int:
+        """The model's load time, for the jobs that waited for it to load."""
+        return host.load_duration_ns if running.job.created <= host.ready_at else 0
+
     def _done(self, host: HostedModel, running: RunningJob, reason: str, finished: Finished | None = None) -> Done:
-        load_ns = host.load_duration_ns if running.job.created <= host.ready_at else 0
         return Done(
             attempt=running.attempt,
             seq=running.next_seq(),
@@ -283,7 +297,7 @@ class Worker:
             prompt_eval_duration=finished.prompt_eval_duration_ns if finished else 0,
             eval_count=finished.eval_count if finished else 0,
             eval_duration=finished.eval_duration_ns if finished else 0,
-            load_duration=load_ns,
+            load_duration=self._load_ns(host, running),
         )
 
     def _emit_event(self, running: RunningJob, event: protocol.Event) -> None:
@@ -310,6 +324,11 @@ class Worker:
                 continue
             if isinstance(event, Finished):
                 self._emit_event(running, self._done(host, running, event.done_reason, event))
+            elif isinstance(event, Embedded):
+                self._emit_event(running, Embeddings(
+                    attempt=running.attempt, seq=running.next_seq(), vectors=event.vectors,
+                    prompt_eval_count=event.prompt_eval_count, prompt_eval_duration=event.prompt_eval_duration_ns,
+                    load_duration=self._load_ns(host, running)))
             elif isinstance(event, Failed):
                 self._emit_event(running, Error(attempt=running.attempt, seq=running.next_seq(),
                                                 message=event.message, status=event.status))
