@@ -70,3 +70,18 @@ def test_litellm_completion_and_streaming(herd: Stack, provider: str) -> None:
     assert text
     streamed = "".join(chunk.choices[0].delta.content or "" for chunk in litellm.completion(stream=True, **kwargs))
     assert streamed == text
+
+
+def test_langchain_embeddings_both_dialects(herd: Stack) -> None:
+    from langchain_ollama import OllamaEmbeddings
+    from langchain_openai import OpenAIEmbeddings
+
+    texts = ["The cat sat on the mat.", "Stock markets fell sharply."]
+    native = OllamaEmbeddings(model=MODEL, base_url=herd.base_url)
+    compatible = OpenAIEmbeddings(model=MODEL, base_url=herd.base_url + "/v1", api_key="unused",  # type: ignore[arg-type]
+                                  check_embedding_ctx_length=False, max_retries=0)
+    for embedder in (native, compatible):
+        vectors = embedder.embed_documents(texts)
+        assert len(vectors) == 2 and len(vectors[0]) == 576
+        query = embedder.embed_query(texts[0])
+        assert sum(a * b for a, b in zip(query, vectors[0], strict=True)) > 0.99
