@@ -96,7 +96,9 @@ class Janitor:
         live = 0
         for entry in entries:
             owner = entry["consumer"].decode()
-            if owner in workers:
+            # The worker doing this round is alive whatever its heartbeat key says (a stalled
+            # loop may have let it expire): never requeue its own running jobs.
+            if owner in workers or owner == self._id:
                 live += 1
                 continue
             await self._requeue(stream, entry["message_id"])
