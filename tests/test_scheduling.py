@@ -79,15 +79,27 @@ def variant_gguf(directory: Path) -> Path:
 
 
 def test_parallel_requests_overlap_in_one_batch(herd: Stack) -> None:
-    generate(herd, num_predict=1)  # loaded
-    started = time.monotonic()
+    """Four requests decode together in one context: the worker reports all four running at
+    once (speed itself is measured in bench/, not asserted here)."""
     alone = generate(herd, "Count to one hundred.", num_predict=48, temperature=0)
-    one = time.monotonic() - started
-    started = time.monotonic()
-    four = in_parallel(*[lambda: generate(herd, "Count to one hundred.", num_predict=48, temperature=0)] * 4)
-    together = time.monotonic() - started
+    busiest = 0
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal busiest
+        while not done.is_set():
+            busiest = max([busiest, *[m["busy"] for m in ps(herd)]])
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        four = in_parallel(*[lambda: generate(herd, "Count to one hundred.", num_predict=48, temperature=0)] * 4)
+    finally:
+        done.set()
+        watcher.join()
     assert all(r.json()["eval_count"] == 48 for r in four)
-    assert together < 0.75 * 4 * one, f"4 streams took {together:.1f}s, one took {one:.1f}s"
+    assert busiest == 4, f"at most {busiest} of 4 requests ran at once"
     assert {r.json()["response"] for r in four} == {alone.json()["response"]}
 
 
