@@ -21,7 +21,7 @@ Keys (all under `herd:`):
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -107,6 +107,14 @@ class SamplingOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
     num_ctx: int = 0  # 0: the worker's per-sequence context
 
 
+class OutputFormat(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A grammar constraint on the generated text. The gateway validates the schema; the
+    worker compiles it to a llama.cpp grammar (GBNF) and adds it to the sequence's sampler
+    chain, so whatever is sampled parses."""
+
+    json_schema: dict[str, Any] | None = None  # None: any JSON object
+
+
 class Job(msgspec.Struct, kw_only=True):
     """One request for a worker: a fully rendered `prompt` to generate from, or inputs to
     `embed`; neither asks only for a load."""
@@ -122,6 +130,7 @@ class Job(msgspec.Struct, kw_only=True):
     embed: list[str | list[int]] | None = None  # inputs to embed (texts or token ids); `prompt` is None
     truncate: bool = True  # embed: cut inputs longer than the context, else fail the job (400)
     dimensions: int | None = None  # embed: keep only the first `dimensions` values of each vector
+    format: OutputFormat | None = None  # constrain the output (structured outputs, forced tool calls)
 
 
 class LoadRequest(msgspec.Struct, kw_only=True):
