@@ -109,7 +109,6 @@ class LoadResult:
     requests: int
     tokens: int
     elapsed_s: float
-    client_cpu_s: float  # CPU time this (client) process used during the run
 
     @property
     def tok_s(self) -> float:
@@ -128,7 +127,6 @@ async def closed_loop(n_clients: int, request: Callable[[], Awaitable[int]], *, 
     counts = [0] * n_clients
     tokens = [0] * n_clients
     start = time.perf_counter()
-    cpu_start = time.process_time()
 
     async def loop(i: int) -> None:
         while counts[i] < min_requests or time.perf_counter() - start < duration_s:
@@ -137,4 +135,4 @@ async def closed_loop(n_clients: int, request: Callable[[], Awaitable[int]], *, 
 
     await asyncio.gather(*(loop(i) for i in range(n_clients)))
     elapsed = time.perf_counter() - start
-    return LoadResult(sum(counts), sum(tokens), elapsed, time.process_time() - cpu_start)
+    return LoadResult(sum(counts), sum(tokens), elapsed)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import os
 import signal
 import subprocess
@@ -25,6 +26,14 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+# What `llama-cpp-python[server]` adds. Install them by name, so that pip keeps the
+# llama-cpp-python that is already built rather than building it again:
+#   scripts/install bench   (the `bench` extra in pyproject.toml)
+SERVER_MODULES = ("fastapi", "pydantic_settings", "starlette_context", "sse_starlette", "uvicorn")
+
+
+def missing_modules() -> list[str]:
+    return [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
 
 
 def _die_with_parent() -> None:
@@ -63,6 +72,8 @@ class Peer:
 def running_peer(model_path: str, *, port: int, alias: str, n_threads: int, n_ctx: int,
                  flash_attn: bool, log_path: Path) -> Iterator[Peer]:
     """The peer server on 127.0.0.1:port until the block ends."""
+    if missing := missing_modules():
+        raise RuntimeError(f"llama-cpp-python's server needs {', '.join(missing)}: see bench/peer_server.py")
     args = [
         sys.executable, "-m", "bench.peer_server",
         "--model", model_path,

@@ -130,7 +130,9 @@ class RawModel:
         return [self._sample(row) for row in rows]
 
     def clear(self) -> None:
-        lib.llama_memory_clear(self.mem, True)
+        """Forget every sequence. Metadata only, as Herd's engine does between requests:
+        wiping the buffers too would memset the whole KV cache (hundreds of MB) each time."""
+        lib.llama_memory_clear(self.mem, False)
 
     # -- the measurements ---------------------------------------------------------------------
 
