@@ -136,6 +136,17 @@ def test_empty_prompt_with_keep_alive_zero_answers_unload(herd: Stack) -> None:
     assert reply["done"] is True and reply["done_reason"] == "unload"
 
 
+def test_requests_differing_in_num_ctx_share_one_loaded_model(herd: Stack) -> None:
+    """num_ctx caps each sequence inside the loaded context: never a reload (ollama#8903)."""
+    assert generate(herd, num_predict=1).status_code == 200
+    [before] = ps(herd)
+    for num_ctx in (256, 2048, 8192, 1024):
+        reply = generate(herd, num_predict=2, num_ctx=num_ctx).json()
+        assert reply["done"] is True and reply["load_duration"] == 0, f"num_ctx {num_ctx} reloaded the model"
+    [after] = ps(herd)
+    assert after["context_length"] == before["context_length"] and after["digest"] == before["digest"]
+
+
 @pytest.fixture(scope="module")
 def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One slot, two waiting places, a short queue timeout."""
@@ -237,3 +248,27 @@ def test_deep_queue_gets_a_replica(tmp_path: Path) -> None:
         results = in_parallel(*[lambda: generate(stack, "Write a poem.", num_predict=60, timeout=180)] * 6)
         assert all(r.status_code == 200 for r in results)
         assert ps(stack)[0]["replicas"] == 2
+
+
+def test_a_loaded_model_keeps_streaming_while_another_loads(tmp_path: Path) -> None:
+    """A load runs beside the decoding of the models already loaded (ollama#5724 stalls them)."""
+    with running_stack(tmp_path, max_loaded_models=2) as stack:
+        modelfile = tmp_path / "Modelfile"
+        modelfile.write_text(f"FROM {variant_gguf(tmp_path)}\n")
+        stack.herd("create", "variant:1", "-f", str(modelfile))
+        stream = LongStream(stack)
+        arrivals: list[float] = []
+        reading = threading.Thread(target=lambda: [arrivals.append(time.monotonic()) for _ in stream.lines])
+        reading.start()
+        try:
+            asked = time.monotonic()
+            body = {"model": "variant:1", "stream": False}  # an empty prompt: load, then answer "load"
+            loaded = httpx.post(stack.base_url + "/api/generate", json=body, timeout=120).json()
+            answered = time.monotonic()
+        finally:
+            stream.close()
+            reading.join(10)
+        assert loaded["done_reason"] == "load" and loaded["load_duration"] > 0
+        during = [t for t in arrivals if asked <= t <= answered]
+        assert len(during) >= 3, (f"{[round(t - asked, 2) for t in arrivals]} {answered - asked:.2f} {len(during)} tokens of the loaded model streamed during a "
+                                  f"{loaded['load_duration'] / 1e9:.2f} s load of another")
