@@ -4,6 +4,7 @@ and the Bearer token dance."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -116,6 +117,30 @@ async def test_an_interrupted_pull_resumes_where_it_stopped(source: ModelStore, 
     record = store.get(written)
     assert record is not None and store.verify_blob(f"sha256:{record.weights_digest}")
     assert _partials(store) == []
+
+
+async def test_a_cancelled_pull_keeps_its_bytes_for_the_next(source: ModelStore, pushed: str,
+                                                              registry: DockerRegistry, tmp_path: Path) -> None:
+    """What happens when an /api/pull client goes away: the task is cancelled mid-download."""
+    await push_model(source, pushed, emit=Statuses(), insecure=True)
+    size = demo_gguf().stat().st_size
+    store = ModelStore(tmp_path / "store")
+    pulling: asyncio.Task[object] | None = None
+
+    def emit(item: Progress) -> None:  # cancel once 30 MB are in (the proxy stalls at 50 MB)
+        if item.total == size and item.completed >= 30_000_000 and pulling is not None:
+            pulling.cancel()
+
+    with Proxy(registry.port, cut_after=50_000_000) as proxy:
+        pulling = asyncio.create_task(pull_model(store, pushed.replace(registry.host, proxy.host), emit=emit,
+                                                 insecure=True, tuning=Tuning(retries=1000, backoff=0.05)))
+        with pytest.raises(asyncio.CancelledError):
+            await pulling
+    kept = sum(json.loads(p.read_text())["Completed"] for p in store.blobs_dir.glob("sha256-*-partial-*"))
+    assert 30_000_000 <= kept <= 50_000_000
+    with Proxy(registry.port) as proxy:
+        await pull_model(store, pushed.replace(registry.host, proxy.host), emit=Statuses(), insecure=True)
+    assert size - kept < proxy.sent < size - kept + 100_000
 
 
 async def test_a_corrupted_blob_is_an_error_and_is_not_kept(source: ModelStore, pushed: str,
