@@ -5,11 +5,13 @@ client, the `herd pull`/`push` CLI, and `herd run` pulling a model it lacks."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import ollama
+import pexpect
 import pytest
 
 from herd.demo import DEMO_NAME
@@ -135,3 +137,15 @@ def test_run_pulls_a_model_the_server_lacks(herd: Stack, fresh: Stack, publish: 
     assert "pulling manifest" in result.stderr and "success" in result.stderr
     assert result.stdout.strip()
     assert name in _tags(fresh)
+
+
+def test_cli_draws_bars_on_a_terminal(herd: Stack, publish: Callable[[str], str]) -> None:
+    name = publish("tty")
+    child = pexpect.spawn(sys.executable, ["-m", "herd", "push", "--insecure", name], env=herd.env,
+                          encoding="utf-8", timeout=120)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    # One bar a blob, redrawn in place (cursor up), the size at the end.
+    assert "\x1b[" in child.before and "100% ▕█████████████████████████▏  98 MB" in child.before
+    assert child.before.rstrip().endswith("success")
