@@ -13,7 +13,7 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
-from gateway import embed_api, ollama_api, openai_api, responses_api, store_api
+from gateway import embed_api, ollama_api, openai_api, registry_api, responses_api, store_api
 from gateway.catalog import Catalog
 from gateway.errors import ApiError, error_body, handle_api_error, handle_http_exception
 from gateway.generation import ClientGone
@@ -45,6 +45,7 @@ def _handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respo
 
 def create_app(config: Config, redis_url: str) -> Litestar:
     catalog = Catalog(ModelStore(config.models))
+    transfers = registry_api.Transfers(catalog.store, prune=not config.noprune)
     client: aioredis.Redis = aioredis.Redis.from_url(redis_url, max_connections=20_000)
     queue = JobQueue(client, max_queue=config.max_queue, load_timeout_s=config.load_timeout,
                      queue_timeout_s=config.queue_timeout)
@@ -59,10 +60,11 @@ def create_app(config: Config, redis_url: str) -> Litestar:
 
     return Litestar(
         route_handlers=[*ollama_api.ROUTES, *openai_api.ROUTES, *embed_api.ROUTES, *store_api.ROUTES,
-                        responses_api.responses],
+                        *registry_api.ROUTES, responses_api.responses],
         dependencies={
             "catalog": Provide(lambda: catalog, sync_to_thread=False, use_cache=True),
             "queue": Provide(lambda: queue, sync_to_thread=False, use_cache=True),
+            "transfers": Provide(lambda: transfers, sync_to_thread=False, use_cache=True),
         },
         exception_handlers={
             ApiError: handle_api_error,

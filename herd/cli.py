@@ -295,7 +295,22 @@ def _save_session(config: Config, session: Session, name: str) -> None:
     _request(config, "POST", "/api/create", {k: v for k, v in body.items() if v is not None})
 
 
+def cmd_pull(config: Config, args: argparse.Namespace) -> None:
+    from herd.transfer_cli import transfer
+
+    transfer(config, "pull", args.model, insecure=args.insecure)
+
+
+def cmd_push(config: Config, args: argparse.Namespace) -> None:
+    from herd.transfer_cli import transfer
+
+    transfer(config, "push", args.model, insecure=args.insecure)
+
+
 def cmd_run(config: Config, args: argparse.Namespace) -> None:
+    from herd.transfer_cli import ensure_model
+
+    ensure_model(config, args.model, insecure=args.insecure)
     session = Session(args.model, verbose=args.verbose, keep_alive=args.keepalive, format_json=args.format == "json")
     prompt = " ".join(args.prompt)
     if not sys.stdin.isatty():
@@ -363,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="Show timings for the response")
     run.add_argument("--keepalive", help="Duration to keep the model loaded (e.g. 5m)")
     run.add_argument("--format", choices=["json"], help="Response format")
+    run.add_argument("--insecure", action="store_true", help="Use an insecure registry (plain http) to pull it")
+    for name, handler, text in (("pull", cmd_pull, "Pull a model from a registry"),
+                                ("push", cmd_push, "Push a model to a registry")):
+        transfer = verb(name, handler, text)
+        transfer.add_argument("model", metavar="MODEL")
+        transfer.add_argument("--insecure", action="store_true", help="Use an insecure registry (plain http)")
     config = verb("config", cmd_config, "Print the settings in effect")
     config.add_argument("--markdown", action="store_true", help="Print the table of every setting")
     return parser
@@ -377,6 +398,8 @@ def main(argv: list[str] | None = None) -> None:
     config = Config.from_env()
     logging.basicConfig(level=logging.DEBUG if config.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: noise under a verb's own output (kept with HERD_DEBUG).
+    logging.getLogger("httpx").setLevel(logging.DEBUG if config.debug else logging.WARNING)
     try:
         handler(config, args)
     except CliError as exc:

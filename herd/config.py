@@ -51,6 +51,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ORIGINS", "", "Extra CORS origins, comma separated (`*` allowed), added to the localhost ones."),
     Setting("LOAD_TIMEOUT", "5m", "How long one model load may take before a new load is requested for "
             "the jobs waiting on it."),
+    Setting("NOPRUNE", "0", "`1` keeps the blobs a pull's new manifest no longer uses (by default they are "
+            "removed when no other model uses them)."),
     Setting("DEBUG", "0", "`1` logs debug detail."),
 )
 
@@ -107,6 +109,7 @@ class Config:
     flash_attention: bool | None  # None = auto
     origins: tuple[str, ...]
     load_timeout: float
+    noprune: bool
     debug: bool
 
     @property
@@ -140,6 +143,7 @@ class Config:
             flash_attention=None if flash in {"", "auto"} else _truthy(flash),
             origins=tuple(o.strip() for o in raw["ORIGINS"].split(",") if o.strip()),
             load_timeout=_duration_or_default(raw["LOAD_TIMEOUT"], "5m"),
+            noprune=_truthy(raw["NOPRUNE"]),
             debug=_truthy(raw["DEBUG"]),
         )
         return dataclasses.replace(config, **overrides) if overrides else config
@@ -164,6 +168,7 @@ class Config:
             "HERD_FLASH_ATTENTION": "auto" if self.flash_attention is None else str(int(self.flash_attention)),
             "HERD_ORIGINS": ",".join(self.origins),
             "HERD_LOAD_TIMEOUT": duration(self.load_timeout),
+            "HERD_NOPRUNE": str(int(self.noprune)),
             "HERD_DEBUG": str(int(self.debug)),
         }
 

@@ -9,6 +9,7 @@ import pytest
 
 from herd.demo import DEMO_NAME, demo_gguf
 from herd.processes import EmbeddedRedis
+from tests.registry import DockerRegistry
 from tests.stack import Stack, running_stack
 
 
@@ -33,3 +34,10 @@ def herd(tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis) 
     """The shared stack: one worker, NUM_PARALLEL 4, the demo model imported with `herd create`."""
     with running_stack(tmp_path_factory.mktemp("herd"), redis_server.url, num_parallel=4) as stack:
         yield stack
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[DockerRegistry]:
+    """A real OCI registry (Debian's docker-registry) on a loopback port, plain http."""
+    with DockerRegistry() as server:
+        yield server

@@ -299,14 +299,17 @@ class ModelStore:
                 refs.add(parse_digest(layer.digest))
         return refs
 
-    def _collect(self, candidates: set[str]) -> None:
-        """Remove candidate blobs that no manifest references any more (lock held)."""
+    def _collect(self, candidates: set[str]) -> set[str]:
+        """Remove candidate blobs that no manifest references any more (lock held); those removed."""
         in_use = set().union(*(self._references(path) for _, path in self._scan()))
         for digest in candidates - in_use:
             self.blob_path(digest).unlink(missing_ok=True)
+        return candidates - in_use
 
-    def _replace_manifest(self, name: ModelName, data: bytes, refs: set[str]) -> ModelName:
-        """Write a manifest for `name` (or the differently cased model already there)."""
+    def _replace_manifest(self, name: ModelName, data: bytes, refs: set[str], *,
+                          prune: bool = True) -> tuple[ModelName, set[str]]:
+        """Write a manifest for `name` (or the differently cased model already there); with
+        `prune`, remove the blobs only the replaced manifest used. The name and blobs removed."""
         with self._locked():
             missing = [d for d in refs if not self.has_blob(d)]
             if missing:
@@ -316,14 +319,23 @@ class ModelStore:
             path = self.manifest_path(target)
             old = self._references(path)
             atomic_write(path, data)
-            self._collect(old - refs)
-        return target
+            removed = self._collect(old - refs) if prune else set()
+        return target, removed
+
+    def write_manifest(self, name: str | ModelName, data: bytes, *, prune: bool = True) -> tuple[ModelName, set[str]]:
+        """Store a manifest verbatim (as pulled); its blobs must be here. See _replace_manifest."""
+        try:
+            manifest = msgspec.json.decode(data, type=Manifest)
+            refs = {parse_digest(layer.digest) for layer in [manifest.config, *manifest.layers]}
+        except (msgspec.DecodeError, InvalidDigest) as exc:
+            raise CorruptModel(f"manifest for {name}: {exc}") from exc
+        return self._replace_manifest(_as_name(name), data, refs, prune=prune)
 
     def _write(self, name: ModelName, config: dict[str, Any], layers: builtins.list[Layer]) -> ModelRecord:
         config_layer = self._text_layer(MEDIA_CONFIG, go_json(config))
         manifest = Manifest(schema_version=2, config=config_layer, layers=layers)
         refs = {parse_digest(layer.digest) for layer in [config_layer, *layers]}
-        target = self._replace_manifest(name, msgspec.json.encode(manifest) + b"\n", refs)
+        target, _ = self._replace_manifest(name, msgspec.json.encode(manifest) + b"\n", refs)
         record = self.get(target)
         assert record is not None
         return record
@@ -420,7 +432,7 @@ class ModelStore:
             raise ModelNotFound(f'model "{source}" not found')
         self._load(*found)  # refuse to copy a broken model
         data = read_capped(found[1], _MAX_MANIFEST, "manifest")
-        target = self._replace_manifest(_as_name(destination), data, self._references(found[1]))
+        target, _ = self._replace_manifest(_as_name(destination), data, self._references(found[1]))
         record = self.get(target)
         assert record is not None
         return record
