@@ -82,7 +82,7 @@ def test_store_quantizes_f16_into_a_new_blob(f16: Path, tmp_path: Path) -> None:
 def test_quantizing_an_already_quantized_model_is_refused(f16: Path, tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "models")
     store.create("tiny:q4", parse_modelfile(f"FROM {f16}"), base_dir=tmp_path, quantize="q4_0")
-    with pytest.raises(QuantizeError, match="^quantization is only supported for F16 and F32 models$"):
+    with pytest.raises(QuantizeError, match=r"^quantization is only supported for F16 and F32 models$"):
         store.create("again", parse_modelfile("FROM tiny:q4"), quantize="q8_0")
 
 
