@@ -25,13 +25,13 @@ SMOLLM_LAYERS = 30
 
 
 @functools.lru_cache(maxsize=1)
-def _smollm() -> GGUFInfo:
+def smollm_info() -> GGUFInfo:
     return read_gguf(demo_gguf(), include_arrays=True)
 
 
 def _add_tokenizer(writer: gguf.GGUFWriter) -> int:
     """SmolLM2's tokenizer and chat template; returns the vocabulary size."""
-    meta = _smollm().metadata
+    meta = smollm_info().metadata
     tokens = [str(t) for t in meta["tokenizer.ggml.tokens"]]  # type: ignore[union-attr]
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(str(meta["tokenizer.ggml.pre"]))
