@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import msgspec
+import ollama
 import pytest
 
 from herd.store.manifest import MEDIA_ADAPTER, Layer
@@ -70,11 +71,11 @@ def test_modelfile_adapter_changes_the_output_and_a_zero_adapter_does_not(
         herd.herd("rm", "smol-lora", "smol-zero")
 
 
-def test_api_create_with_adapters_map(http: httpx.Client, loras: Path, model_name: str) -> None:
+def test_api_create_with_adapters_map(herd: Stack, http: httpx.Client, loras: Path, model_name: str) -> None:
     digest = _upload(http, loras / "lora.gguf")
-    reply = http.post("/api/create", json={"model": "api-lora", "from": model_name, "stream": False,
-                                           "adapters": {"lora.gguf": digest}})
-    assert reply.json() == {"status": "success"}, reply.text
+    done = ollama.Client(host=herd.base_url).create(model="api-lora", from_=model_name,
+                                                    adapters={"lora.gguf": digest})
+    assert done.status == "success"
     try:
         assert f"sha256-{digest[7:]}" in http.post("/api/show", json={"model": "api-lora"}).json()["modelfile"]
         assert _generate(http, "api-lora") != _generate(http, model_name)

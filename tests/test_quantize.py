@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import ollama
 import pytest
 
 from herd.store.gguf import read_gguf
@@ -133,6 +134,19 @@ def test_api_create_quantize_without_streaming(http: httpx.Client, f16: Path) ->
     assert reply.json() == {"status": "success"}
     assert http.post("/api/show", json={"model": "tiny-q40"}).json()["details"]["quantization_level"] == "Q4_0"
     http.request("DELETE", "/api/delete", json={"model": "tiny-q40"})
+
+
+def test_ollama_client_create_with_quantize(herd: Stack, http: httpx.Client, f16: Path) -> None:
+    client = ollama.Client(host=herd.base_url)
+    digest = _upload(http, f16)
+    progress = list(client.create(model="tiny-client", files={"tiny.gguf": digest}, quantize="q8_0", stream=True))
+    assert progress[-1].status == "success"
+    assert any(p.status == "quantizing F16 model to Q8_0" and p.total for p in progress)
+    assert client.show("tiny-client").details.quantization_level == "Q8_0"  # type: ignore[union-attr]
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.create(model="nope", from_="tiny-client", quantize="q4_0")
+    assert caught.value.status_code == 400 and "only supported for F16 and F32" in caught.value.error
+    client.delete("tiny-client")
 
 
 @pytest.mark.parametrize(("body", "text"), [
