@@ -192,9 +192,16 @@ def _create_locally(config: Config, name: str, modelfile: Any, base_dir: Path, q
     from herd.store.store import ModelStore, StoreError
 
     print(f"herd is not running at {config.base_url}: creating in the store {config.models}")
+    shown: list[str] = []
+
+    def show(progress: Any) -> None:
+        if progress.status not in shown[-1:]:  # a progress bar's updates repeat their status
+            shown.append(progress.status)
+            print(progress.status)
+
     try:
         record = ModelStore(config.models).create(name, modelfile, base_dir=base_dir.resolve(), quantize=quantize,
-                                                  progress=lambda p: print(p.status))
+                                                  progress=show)
     except (StoreError, ValueError, OSError) as exc:
         raise CliError(str(exc)) from None
     print(f"success: created {record.name.display()}")

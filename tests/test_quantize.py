@@ -168,3 +168,19 @@ def test_cli_create_quantize_flag(herd: Stack, f16: Path, tmp_path: Path) -> Non
     assert out.count("quantizing F16 model to Q8_0") == 1  # one line per status, not per update
     assert "quantization        Q8_0" in herd.herd("show", "tiny-cli").stdout
     herd.herd("rm", "tiny-cli")
+
+
+def test_cli_create_quantize_without_a_server(f16: Path, tmp_path: Path) -> None:
+    """No server running: `herd create -q` quantizes straight into the local store."""
+    import os
+
+    from herd.processes import free_port
+
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(f"FROM {f16}\n")
+    env = {**os.environ, "HERD_HOST": f"127.0.0.1:{free_port()}", "HERD_MODELS": str(tmp_path / "models")}
+    result = subprocess.run([sys.executable, "-m", "herd", "create", "local", "-q", "Q4_0", "-f", str(modelfile)],
+                            env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.count("quantizing F16 model to Q4_0") == 1 and "success: created local:latest" in result.stdout
+    record = ModelStore(tmp_path / "models").get("local")
+    assert record is not None and record.details.quantization_level == "Q4_0"
