@@ -123,7 +123,7 @@ async def _embed(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQu
     job = Job(
         id=new_job_id(),
         model=name,
-        digest=model.record.weights_digest,
+        **model.record.load_target(),
         prompt=None,
         embed=inputs or None,
         truncate=truncate,

@@ -53,7 +53,7 @@ class JobQueue:
         self._admit = client.register_script(_ADMIT)
 
     async def submit(self, job: Job) -> None:
-        load = LoadRequest(digest=job.digest, model=job.model)
+        load = LoadRequest.for_job(job)
         entry_id = await self._admit(
             keys=[
                 protocol.jobs_key(job.digest),

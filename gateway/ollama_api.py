@@ -96,7 +96,7 @@ async def _load_or_unload(request: Request[Any, Any, Any], queue: JobQueue, mode
                           options: dict[str, Any] | None, keep_alive: Any, chunks: _Chunks) -> Response[bytes] | Stream:
     """An empty prompt loads the model; with keep_alive 0 it unloads it (`herd stop`)."""
     if keep_alive_seconds(keep_alive) == 0:
-        await queue.unload(model.record.weights_digest)
+        await queue.unload(model.record.load_digest)
         done = Done(attempt=0, seq=0, done_reason="unload")
         return Response(chunks.final(done, 0) + b"\n", media_type="application/json")
     return await _answer(request, queue, _job(model, name, None, options, keep_alive), False, chunks)
@@ -107,7 +107,7 @@ def _job(model: ResolvedModel, name: str, prompt: str | None, options: dict[str,
     return Job(
         id=new_job_id(),
         model=name,
-        digest=model.record.weights_digest,
+        **model.record.load_target(),
         prompt=prompt,
         options=merge_options(model.record.parameters, options),
         keep_alive=keep_alive_seconds(keep_alive),

@@ -77,7 +77,7 @@ def _job(model: ResolvedModel, body: wire.ChatCompletionRequest | wire.Completio
     return Job(
         id=new_job_id(),
         model=body.model,
-        digest=model.record.weights_digest,
+        **model.record.load_target(),
         prompt=prompt,
         options=merge_options(model.record.parameters, _sampling(body, max_tokens)),
         keep_alive=keep_alive_seconds(body.keep_alive),

@@ -157,7 +157,7 @@ async def responses(request: Request[Any, Any, Any], catalog: Catalog, queue: Jo
     fields = {"temperature": temperature, "top_p": top_p, "num_predict": body.max_output_tokens,
               "num_ctx": body.num_ctx, "top_k": body.top_k, "seed": body.seed}
     job = Job(
-        id=new_job_id(), model=body.model, digest=model.record.weights_digest, prompt=model.render_chat(messages),
+        id=new_job_id(), model=body.model, **model.record.load_target(), prompt=model.render_chat(messages),
         options=merge_options(model.record.parameters, body.options,
                               {k: v for k, v in fields.items() if v is not None}),
         keep_alive=keep_alive_seconds(body.keep_alive), created=time.time(),

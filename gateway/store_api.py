@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,15 @@ from litestar import Request, Response, head, post
 from litestar.response import Stream
 
 from gateway.catalog import Catalog, checked_name
+from gateway.create_run import CreateRun
 from gateway.errors import ApiError, bad_request, decode_body
 from gateway.wire_ollama import Message
 from herd.store.blobs import DigestMismatch
 from herd.store.modelfile import Modelfile, ModelfileError, parse_modelfile
 from herd.store.names import InvalidDigest, parse_digest
 from herd.store.options import OptionError, coerce_option, known_option
-from herd.store.store import ModelNotFound, StoreError
+from herd.store.quantize import QuantizeError, parse_quantization
+from herd.store.store import ModelNotFound
 
 _encode = msgspec.json.Encoder().encode
 
@@ -38,6 +39,7 @@ class CreateRequest(msgspec.Struct, forbid_unknown_fields=True):
     parameters: dict[str, Any] | None = None
     messages: list[Message] | None = None
     quantize: str | None = None
+    quantization: str | None = None  # the old spelling
     stream: bool = True
     modelfile: str | None = None  # older clients send the Modelfile text itself
 
@@ -92,10 +94,6 @@ def _modelfile(body: CreateRequest) -> Modelfile:
             return parse_modelfile(body.modelfile)
         except ModelfileError as exc:
             raise bad_request(str(exc), param="modelfile") from exc
-    if body.quantize:
-        raise bad_request("'quantize' is not supported by this server yet", param="quantize")
-    if body.adapters:
-        raise bad_request("'adapters' are not supported by this server yet", param="adapters")
     files = body.files or {}
     ggufs = [_digest(d) for name, d in files.items() if name.endswith(".gguf") or len(files) == 1]
     if len(ggufs) > 1:
@@ -115,7 +113,18 @@ def _modelfile(body: CreateRequest) -> Modelfile:
     return Modelfile(
         from_=source, parameters=parameters, template=body.template, system=body.system, licenses=licenses,
         messages=[(m.role, m.content) for m in body.messages or []],
+        adapters=[_digest(d) for d in (body.adapters or {}).values()],  # LoRA GGUFs uploaded as blobs
     )
+
+
+def _quantization(body: CreateRequest) -> str | None:
+    requested = body.quantize or body.quantization
+    if not requested:
+        return None
+    try:
+        return parse_quantization(requested)
+    except QuantizeError as exc:
+        raise bad_request(str(exc), param="quantize") from exc
 
 
 @post("/api/create", status_code=200)
@@ -123,22 +132,12 @@ async def create(request: Request[Any, Any, Any], catalog: Catalog) -> Response[
     body: CreateRequest = decode_body(await request.body(), CreateRequest)
     name = checked_name(body.model or body.name)
     modelfile = _modelfile(body)
-    try:
-        record = await asyncio.to_thread(catalog.store.create, name, modelfile)
-    except ModelNotFound as exc:
-        raise ApiError(404, str(exc), param="from") from exc
-    except (StoreError, ModelfileError, ValueError) as exc:
-        raise bad_request(str(exc)) from exc
-    statuses = ["parsing GGUF", f"using existing layer sha256:{record.weights_digest}", "writing manifest",
-                "success"]
+    run = CreateRun(catalog.store, name, modelfile, quantize=_quantization(body))
     if not body.stream:
+        await run.finished()
         return Response(_encode({"status": "success"}), media_type="application/json")
-
-    async def progress() -> AsyncIterator[bytes]:
-        for status in statuses:
-            yield _encode({"status": status}) + b"\n"
-
-    return Stream(progress(), media_type="application/x-ndjson")
+    await run.started()  # an early failure is a plain HTTP error, not a stream
+    return Stream(run.lines(), media_type="application/x-ndjson")
 
 
 @post("/api/copy", status_code=200)

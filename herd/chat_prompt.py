@@ -142,11 +142,12 @@ def _render_legacy(tmpl: Template, messages: list[ChatMessage], thinking: dict[s
 
 
 def templates_dir() -> Path:
-    """Where Ollama's named templates live: $HERD_OLLAMA_TEMPLATES, else the shared conformance data."""
+    """Where Ollama's named templates live: $HERD_OLLAMA_TEMPLATES, else the copy shipped in this
+    package (herd/templates: index.json, NAME.gotmpl, NAME.json from Ollama's template/ folder)."""
     configured = os.environ.get("HERD_OLLAMA_TEMPLATES")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "conformance" / "ollama-templates"
+    return Path(__file__).resolve().parent / "templates"
 
 
 def match_named_template(jinja_template: str, directory: Path | None = None) -> NamedTemplate | None:

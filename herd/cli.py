@@ -17,6 +17,7 @@ import httpx
 from herd import __version__
 from herd.config import Config, settings_table
 from herd.repl import Repl, Session
+from herd.show_info import render_info, render_section
 
 
 class CliError(Exception):
@@ -145,7 +146,7 @@ def cmd_create(config: Config, args: argparse.Namespace) -> None:
     }
     print("gathering model components")
     if not _server_up(config):
-        _create_locally(config, args.model, modelfile, path.parent)
+        _create_locally(config, args.model, modelfile, path.parent, args.quantize)
         return
     source = Path(modelfile.from_).expanduser()
     source = source if source.is_absolute() else path.parent / source
@@ -153,8 +154,28 @@ def cmd_create(config: Config, args: argparse.Namespace) -> None:
         body["files"] = {source.name: _upload_blob(config, source)}
     else:
         body["from"] = modelfile.from_
+    body["adapters"] = _upload_adapters(config, modelfile.adapters, path.parent) or None
+    body["quantize"] = args.quantize
+    shown = ""
     for item in _stream(config, "/api/create", {k: v for k, v in body.items() if v is not None}):
-        print(item.get("status", ""))
+        if item.get("status", "") != shown:  # a progress bar's updates repeat their status
+            shown = item.get("status", "")
+            print(shown)
+
+
+def _upload_adapters(config: Config, adapters: list[str], base_dir: Path) -> dict[str, str]:
+    """ADAPTER files, uploaded like FROM's: file name -> blob digest."""
+    uploaded: dict[str, str] = {}
+    for adapter in adapters:
+        if adapter.startswith("sha256:"):
+            uploaded[adapter] = adapter
+            continue
+        path = Path(adapter).expanduser()
+        path = path if path.is_absolute() else base_dir / path
+        if not path.is_file():
+            raise CliError(f"ADAPTER {adapter}: no such file")
+        uploaded[path.name] = _upload_blob(config, path)
+    return uploaded
 
 
 def _server_up(config: Config) -> bool:
@@ -166,16 +187,24 @@ def _server_up(config: Config) -> bool:
     return True
 
 
-def _create_locally(config: Config, name: str, modelfile: Any, base_dir: Path) -> None:
+def _create_locally(config: Config, name: str, modelfile: Any, base_dir: Path, quantize: str | None) -> None:
     """No server: write the model straight into the local store (e.g. preparing a host)."""
     from herd.store.store import ModelStore, StoreError
 
     print(f"herd is not running at {config.base_url}: creating in the store {config.models}")
+    shown: list[str] = []
+
+    def show(progress: Any) -> None:
+        if progress.status not in shown[-1:]:  # a progress bar's updates repeat their status
+            shown.append(progress.status)
+            print(progress.status)
+
     try:
-        record = ModelStore(config.models).create(name, modelfile, base_dir=base_dir.resolve())
+        record = ModelStore(config.models).create(name, modelfile, base_dir=base_dir.resolve(), quantize=quantize,
+                                                  progress=show)
     except (StoreError, ValueError, OSError) as exc:
         raise CliError(str(exc)) from None
-    print(f"writing manifest\nsuccess: created {record.name.display()}")
+    print(f"success: created {record.name.display()}")
 
 
 def cmd_cp(config: Config, args: argparse.Namespace) -> None:
@@ -190,40 +219,20 @@ def cmd_list(config: Config, _: argparse.Namespace) -> None:
     print(_table(rows))
 
 
-_TEMPLATE_SOURCES = {"modelfile": "Modelfile TEMPLATE (Go)", "gguf": "GGUF chat template (Jinja)", "none": "none"}
-
-
 def _show_text(info: dict[str, Any], section: str) -> str:
     """One section of a model's details (`modelfile`, `parameters`, ...) or the summary (`info`)."""
     if section != "info":
         return str(info.get(section) or "")
-    details = info["details"]
-    model_info = info.get("model_info", {})
-    arch = model_info.get("general.architecture", details.get("family", ""))
-    lines = [
-        "  Model",
-        f"    architecture        {arch}",
-        f"    parameters          {details.get('parameter_size', '')}",
-        f"    context length      {model_info.get(f'{arch}.context_length', '')}",
-        f"    embedding length    {model_info.get(f'{arch}.embedding_length', '')}",
-        f"    quantization        {details.get('quantization_level', '')}",
-        f"    template            {_TEMPLATE_SOURCES.get(info.get('template_source', ''), 'unknown')}",
-        "",
-        "  Capabilities",
-        *[f"    {c}" for c in info.get("capabilities", [])],
-    ]
-    if info.get("parameters"):
-        lines += ["", "  Parameters", *[f"    {line}" for line in info["parameters"].splitlines()]]
-    if info.get("system"):
-        lines += ["", "  System", f"    {info['system']}"]
-    return "\n".join(lines)
+    return render_info(info).rstrip("\n")
 
 
 def cmd_show(config: Config, args: argparse.Namespace) -> None:
+    sections = [f for f in ("license", "modelfile", "parameters", "system", "template") if getattr(args, f)]
+    if len(sections) > 1:
+        raise CliError("only one of '--license', '--modelfile', '--parameters', '--system', or '--template' can be "
+                       "specified")
     info = _request(config, "POST", "/api/show", {"model": args.model})
-    section = next((f for f in ("modelfile", "parameters", "template", "system", "license") if getattr(args, f)),
-                   "info")
-    print(_show_text(info, section))
+    sys.stdout.write(render_section(info, sections[0]) if sections else render_info(info))
 
 
 def _until(stamp: str) -> str:
@@ -359,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = verb("create", cmd_create, "Create a model from a Modelfile")
     create.add_argument("model", metavar="MODEL")
     create.add_argument("-f", "--file", default="Modelfile", help="Name of the Modelfile (default: Modelfile)")
+    create.add_argument("-q", "--quantize", help="Quantize model to this level (e.g. q4_K_M)")
     cp = verb("cp", cmd_cp, "Copy a model")
     cp.add_argument("source", metavar="SOURCE")
     cp.add_argument("destination", metavar="DESTINATION")

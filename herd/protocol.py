@@ -20,7 +20,9 @@ Keys (all under `herd:`):
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -50,6 +52,20 @@ def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
     if not pattern.match(value):
         raise ValueError(f"invalid {what}: {value!r}")
     return value
+
+
+def load_key(weights: str, adapters: Sequence[str] = ()) -> str:
+    """What a worker loads, as one digest: the weights' own digest for a plain model, so aliases
+    share it; with LoRA adapters, a digest of the weights and the adapters in order, so a model
+    with adapters never shares a loaded context with its base model."""
+    if not adapters:
+        return weights
+    return hashlib.sha256("\n".join(["herd-load-v1", weights, *adapters]).encode()).hexdigest()
+
+
+def checked_digest(digest: str) -> str:
+    """A sha256 hex digest, or ValueError: digests become Redis keys and blob file names."""
+    return _checked(digest, _DIGEST, "digest")
 
 
 def jobs_key(digest: str) -> str:
@@ -121,7 +137,7 @@ class Job(msgspec.Struct, kw_only=True):
 
     id: str
     model: str  # the name the client used, for logs and /api/ps
-    digest: str  # sha256 hex of the GGUF weights: what a worker loads
+    digest: str  # load_key(weights, adapters): what a worker loads, and the job stream's key
     prompt: str | None
     options: SamplingOptions = msgspec.field(default_factory=SamplingOptions)
     keep_alive: float | None = None  # seconds, inf: forever; None: the worker's default
@@ -131,11 +147,23 @@ class Job(msgspec.Struct, kw_only=True):
     truncate: bool = True  # embed: cut inputs longer than the context, else fail the job (400)
     dimensions: int | None = None  # embed: keep only the first `dimensions` values of each vector
     format: OutputFormat | None = None  # constrain the output (structured outputs, forced tool calls)
+    weights: str = ""  # sha256 hex of the GGUF weights when it differs from `digest` (adapters)
+    adapters: list[str] = []  # sha256 hex of LoRA adapter GGUFs, applied in order
 
 
 class LoadRequest(msgspec.Struct, kw_only=True):
     digest: str
     model: str
+    weights: str = ""  # as in Job: empty means `digest` is the weights' digest
+    adapters: list[str] = []
+
+    @classmethod
+    def for_job(cls, job: Job) -> LoadRequest:
+        return cls(digest=job.digest, model=job.model, weights=job.weights, adapters=list(job.adapters))
+
+    @property
+    def weights_digest(self) -> str:
+        return self.weights or self.digest
 
 
 class Control(msgspec.Struct, kw_only=True):
@@ -144,6 +172,8 @@ class Control(msgspec.Struct, kw_only=True):
     kind: Literal["load", "unload"]
     digest: str
     model: str = ""
+    weights: str = ""  # load: as in LoadRequest
+    adapters: list[str] = []
 
 
 class Token(msgspec.Struct, tag="token", kw_only=True):

@@ -190,11 +190,41 @@ def test_without_base_dir_only_names_and_uploaded_blobs_are_used(store: ModelSto
         store.create("m", parse_modelfile("FROM sha256:" + "0" * 64))
 
 
+def lora_header(path: Path, *, arch: str = "llama", kind: str = "adapter") -> Path:
+    """A GGUF with a LoRA adapter's header (the tensors' data does not matter to the store)."""
+    path.write_bytes(gguf_bytes([("general.architecture", STRING, arch), ("general.type", STRING, kind),
+                                 ("adapter.type", STRING, "lora")], [("w.lora_a", (32, 1), 0)]))
+    return path
+
+
 def test_adapters_become_adapter_layers(store: ModelStore, gguf: Path, tmp_path: Path) -> None:
-    tiny_gguf(tmp_path / "lora.gguf", rows=1)
+    lora_header(tmp_path / "lora.gguf")
     record = store.create("m", parse_modelfile("FROM tiny.gguf\nADAPTER lora.gguf"), base_dir=tmp_path)
     assert [p.read_bytes() for p in record.adapters] == [(tmp_path / "lora.gguf").read_bytes()]
+    assert record.adapter_digests == [hashlib.sha256((tmp_path / "lora.gguf").read_bytes()).hexdigest()]
     assert f"ADAPTER {record.adapters[0]}" in record.modelfile()
+    # The model with an adapter is loaded apart from its base model; the plain model keeps its weights' key.
+    assert record.load_digest not in (record.weights_digest, record.adapter_digests[0])
+    plain = store.create("plain", parse_modelfile("FROM tiny.gguf"), base_dir=tmp_path)
+    assert plain.load_digest == plain.weights_digest and plain.load_target() == {"digest": plain.weights_digest}
+
+
+@pytest.mark.parametrize(("header", "words"), [
+    ({"arch": "qwen2"}, "architecture 'qwen2'"),
+    ({"kind": "model"}, "not a LoRA adapter"),
+])
+def test_adapters_for_another_model_are_refused(store: ModelStore, gguf: Path, tmp_path: Path,
+                                                header: dict[str, str], words: str) -> None:
+    lora_header(tmp_path / "lora.gguf", **header)
+    with pytest.raises(StoreError, match=words):
+        store.create("m", parse_modelfile("FROM tiny.gguf\nADAPTER lora.gguf"), base_dir=tmp_path)
+    assert store.list() == []
+
+
+def test_an_adapter_is_not_a_model(store: ModelStore, tmp_path: Path) -> None:
+    lora_header(tmp_path / "lora.gguf")
+    with pytest.raises(StoreError, match="is a LoRA adapter"):
+        store.create("m", parse_modelfile("FROM lora.gguf"), base_dir=tmp_path)
 
 
 def test_modelfile_text_rebuilds_the_same_model(store: ModelStore, gguf: Path, tmp_path: Path) -> None:

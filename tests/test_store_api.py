@@ -65,7 +65,7 @@ def test_create_from_files_and_from_a_model(http: httpx.Client, herd: Stack) -> 
     ({"model": "../x", "from": "smollm2:135m"}, 400, "model"),
     ({"model": "x"}, 400, "from"),
     ({"model": "x", "files": {"m.gguf": "sha256:123"}}, 400, "sha256"),
-    ({"model": "x", "from": "smollm2:135m", "quantize": "q4_K_M"}, 400, "quantize"),
+    ({"model": "x", "from": "smollm2:135m", "quantize": "q4_K_M"}, 400, "only supported for F16 and F32"),
 ])
 def test_bad_create_requests(http: httpx.Client, body: dict[str, object], status: int, word: str) -> None:
     response = http.post("/api/create", json={**body, "stream": False})

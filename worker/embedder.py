@@ -105,6 +105,7 @@ class Embedder:
         self._ctx = lib.llama_init_from_model(weights.model, params)
         if not self._ctx:
             raise RuntimeError("llama.cpp could not create an embedding context")
+        weights.apply_adapters(self._ctx)  # embeddings of a model with a LoRA come from the adapted weights
         self._mem = lib.llama_get_memory(self._ctx)
         self._batch = lib.llama_batch_init(self._n_batch, 0, 1)
         self._free = list(range(n_seq_max))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -107,11 +108,12 @@ class Engine:
         n_threads: int = 0,
         n_batch: int = 512,
         flash_attention: bool | None = None,
+        adapters: Sequence[str] = (),  # LoRA GGUF paths, applied at scale 1
     ) -> None:
         if n_parallel < 1 or ctx_per_seq < 1 or n_batch < 1:
             raise ValueError("n_parallel, ctx_per_seq and n_batch must be positive")
         self._closed = False
-        self._weights = LoadedWeights(model_path)
+        self._weights = LoadedWeights(model_path, adapters=adapters)
         self._ctx: Any = None
         self._batch: Any = None
         try:
@@ -126,6 +128,7 @@ class Engine:
             self._ctx = lib.llama_init_from_model(self._weights.model, params)
             if not self._ctx:
                 raise RuntimeError("llama.cpp could not create a context")
+            self._weights.apply_adapters(self._ctx)
             self._mem: Any = lib.llama_get_memory(self._ctx)
             self._batch = lib.llama_batch_init(self._n_batch, 0, 1)
         except BaseException:

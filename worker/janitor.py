@@ -117,9 +117,9 @@ class Janitor:
     async def _post_load(self, digest: str, stream: str) -> None:
         if not await self._redis.set(protocol.loading_key(digest), b"1", nx=True, px=self._load_guard_ms):
             return
-        model = await self._model_name(stream)
-        await self._redis.xadd(protocol.LOADS_STREAM, {"m": protocol.encode(LoadRequest(digest=digest, model=model))})
-        log.info("jobs wait for %s and no worker holds it: load requested", model)
+        load = await self._load_request(digest, stream)
+        await self._redis.xadd(protocol.LOADS_STREAM, {"m": protocol.encode(load)})
+        log.info("jobs wait for %s and no worker holds it: load requested", load.model)
 
     async def _ask_replica(self, digest: str, stream: str, holders: list[WorkerState],
                            workers: dict[str, WorkerState]) -> None:
@@ -134,12 +134,15 @@ class Janitor:
         if not await self._redis.set(protocol.replica_key(digest), b"1", nx=True, px=REPLICA_GUARD_MS):
             return
         target = min(candidates, key=lambda w: (len(w.loaded), sum(m.busy for m in w.loaded)))
-        model = await self._model_name(stream)
-        order = Control(kind="load", digest=digest, model=model)
+        load = await self._load_request(digest, stream)
+        order = Control(kind="load", digest=digest, model=load.model, weights=load.weights, adapters=load.adapters)
         await self._redis.publish(protocol.control_channel(target.id), protocol.encode(order))
         self._deep_rounds[digest] = 0
-        log.info("queue for %s stays deep: asked worker %s for a replica", model, target.id)
+        log.info("queue for %s stays deep: asked worker %s for a replica", load.model, target.id)
 
-    async def _model_name(self, stream: str) -> str:
+    async def _load_request(self, digest: str, stream: str) -> LoadRequest:
+        """What to load for a job stream, read from its first job (its weights and adapters)."""
         first: Any = await self._redis.xrange(stream, count=1)
-        return protocol.decode_job(first[0][1][b"m"]).model if first else "unknown"
+        if not first:
+            return LoadRequest(digest=digest, model="unknown")
+        return LoadRequest.for_job(protocol.decode_job(first[0][1][b"m"]))

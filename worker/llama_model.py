@@ -10,6 +10,7 @@ import ctypes
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import llama_cpp.llama_cpp as _llama
@@ -84,9 +85,9 @@ class ModelLoadError(RuntimeError):
 
 
 class LoadedWeights:
-    """A GGUF model loaded with mmap, and its tokenizer."""
+    """A GGUF model loaded with mmap, its tokenizer, and the LoRA adapters its contexts apply."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, adapters: Sequence[str] = ()) -> None:
         init_backend()
         if not os.path.isfile(path):
             raise ModelLoadError(f"no such model file: {path}")
@@ -101,6 +102,11 @@ class LoadedWeights:
         if not model:
             raise ModelLoadError(f"llama.cpp could not load {path}")
         self.model: Any = model
+        try:
+            self._adapters = self._load_adapters(adapters)
+        except BaseException:
+            self.free()
+            raise
         self.vocab: Any = lib.llama_model_get_vocab(model)
         self.n_vocab: int = lib.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train: int = lib.llama_model_n_ctx_train(model)
@@ -109,6 +115,27 @@ class LoadedWeights:
         # The vocabulary never changes: detokenize each id once.
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
+
+    def _load_adapters(self, paths: Sequence[str]) -> Any:
+        """The adapters as a C array (freed with the model, llama.h says), or None without any."""
+        if not paths:
+            return None
+        loaded = []
+        for path in paths:
+            adapter = lib.llama_adapter_lora_init(self.model, path.encode())
+            if not adapter:  # llama.cpp logged why (wrong architecture, shapes, not a LoRA)
+                raise ModelLoadError(f"llama.cpp could not load the LoRA adapter {os.path.basename(path)} onto "
+                                     f"{os.path.basename(self.path)}: wrong base model or not a LoRA GGUF")
+            loaded.append(adapter)
+        return (lib.llama_adapter_lora_p_ctypes * len(loaded))(*loaded)
+
+    def apply_adapters(self, ctx: Any) -> None:
+        """Use this model's LoRA adapters (scale 1) in a context made on these weights."""
+        if self._adapters is None:
+            return
+        n = len(self._adapters)
+        if lib.llama_set_adapters_lora(ctx, self._adapters, n, (ctypes.c_float * n)(*([1.0] * n))) != 0:
+            raise ModelLoadError("llama.cpp could not apply the LoRA adapters to a context")
 
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         data = text.encode("utf-8", "replace")

@@ -197,7 +197,7 @@ class Worker:
             self._loading.add(digest)
             started = time.perf_counter_ns()
             try:
-                engine = await asyncio.to_thread(self._open_engine, digest)
+                engine = await asyncio.to_thread(self._open_engine, request)
             except Exception as exc:
                 log.exception("loading %s failed", request.model)
                 await self._fail_waiting(digest, f"failed to load model '{request.model}': {exc}")
@@ -232,12 +232,16 @@ class Worker:
                 await pipe.execute()
             await self._unblock_claim()
 
-    def _open_engine(self, digest: str) -> Engine:
-        path = self.config.models / "blobs" / f"sha256-{digest}"
+    def _blob(self, digest: str) -> str:
+        path = self.config.models / "blobs" / f"sha256-{protocol.checked_digest(digest)}"
         if not path.is_file():
             raise FileNotFoundError(f"no blob sha256-{digest} in {self.config.models}")
+        return str(path)
+
+    def _open_engine(self, request: protocol.LoadRequest) -> Engine:
         return Engine(
-            str(path),
+            self._blob(request.weights_digest),
+            adapters=[self._blob(a) for a in request.adapters],
             n_parallel=self.config.num_parallel,
             ctx_per_seq=self.config.context_length,
             n_threads=self.config.num_thread,
@@ -392,7 +396,8 @@ class Worker:
 
     async def _obey(self, order: protocol.Control) -> None:
         if order.kind == "load":
-            self._start_load(None, protocol.LoadRequest(digest=order.digest, model=order.model))
+            self._start_load(None, protocol.LoadRequest(digest=order.digest, model=order.model, weights=order.weights,
+                                                        adapters=order.adapters))
             return
         host = self.models.get(order.digest)
         if host is not None:  # unload: now if idle, else as soon as it is

@@ -143,6 +143,25 @@ class BlobStore:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def adopt(self, path: Path) -> str:
+        """Move a finished file from this directory into the store under its digest (no copy:
+        a quantized model is as large as the model). Returns `sha256:<hex>`."""
+        with open(path, "rb") as f:
+            actual = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+            os.fsync(f.fileno())
+        final = self.path(actual)
+        if final.is_file() and final.stat().st_size == path.stat().st_size:
+            path.unlink()  # keep the existing inode: a loaded model may have it mapped
+            return actual
+        os.replace(path, final)
+        _fsync_dir(self.directory)
+        return actual
+
+    def temp_path(self, label: str) -> Path:
+        """A fresh hidden name in the blob directory, for a file that will be adopted."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return self.directory / f".herd-{label}-{uuid.uuid4().hex}-partial"
+
     def verify(self, digest: str) -> bool:
         """Rehash a blob and compare it with its name."""
         try:

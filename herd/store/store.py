@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 
 import msgspec
 
+from herd.protocol import load_key
 from herd.store.blobs import (
     BlobStore,
     CorruptModel,
@@ -41,7 +42,14 @@ from herd.store.blobs import (
     contained,
     read_capped,
 )
-from herd.store.gguf import GGUFError, GGUFInfo, read_gguf
+from herd.store.create_steps import (
+    autodetect_template,
+    check_adapter,
+    gguf_kind,
+    quantize_weights,
+    read_checked,
+)
+from herd.store.gguf import GGUFInfo
 from herd.store.manifest import (
     MEDIA_ADAPTER,
     MEDIA_CONFIG,
@@ -59,6 +67,8 @@ from herd.store.manifest import (
 )
 from herd.store.modelfile import Modelfile, render_modelfile
 from herd.store.names import InvalidDigest, InvalidModelName, ModelName, digest_hex, parse_digest, parse_name
+from herd.store.progress import Progress, ProgressFn, ignore
+from herd.store.quantize import parse_quantization
 
 __all__ = [
     "CorruptModel",
@@ -103,6 +113,7 @@ class ModelRecord:
     weights_digest: str
     projector_path: Path | None
     adapters: list[Path]
+    adapter_digests: list[str]  # sha256 hex, in the manifest's order
     template: str | None
     system: str | None
     parameters: dict[str, Any]
@@ -110,6 +121,17 @@ class ModelRecord:
     licenses: list[str]
     requires: str | None
     details: ModelDetails
+
+    @property
+    def load_digest(self) -> str:
+        """What a worker loads: the weights, or the weights with this model's adapters."""
+        return load_key(self.weights_digest, self.adapter_digests)
+
+    def load_target(self) -> dict[str, Any]:
+        """The Job fields that say what to load (digest, weights, adapters)."""
+        if not self.adapter_digests:
+            return {"digest": self.weights_digest}
+        return {"digest": self.load_digest, "weights": self.weights_digest, "adapters": list(self.adapter_digests)}
 
     def modelfile(self) -> str:
         """`ollama show --modelfile` text; no TEMPLATE line means the GGUF chat template is used."""
@@ -120,13 +142,6 @@ class ModelRecord:
             requires=self.requires,
         )
         return render_modelfile(mf, show_name=self.name.display())
-
-
-def _check_gguf(path: Path, what: str) -> GGUFInfo:
-    try:
-        return read_gguf(path)  # refuses anything that is not a well-formed GGUF file
-    except GGUFError as exc:
-        raise StoreError(f"{what}: {exc}") from exc
 
 
 def _as_name(name: str | ModelName) -> ModelName:
@@ -221,6 +236,7 @@ class ModelStore:
         weights: Layer | None = None
         projector: Path | None = None
         adapters: list[Path] = []
+        adapter_digests: list[str] = []
         texts: dict[str, str] = {}
         licenses: list[str] = []
         parameters: dict[str, Any] = {}
@@ -234,6 +250,7 @@ class ModelStore:
                 projector = blob
             elif kind == MEDIA_ADAPTER:
                 adapters.append(blob)
+                adapter_digests.append(digest_hex(layer.digest))
             elif kind in (MEDIA_TEMPLATE, MEDIA_SYSTEM):
                 texts[kind] = self._text(name, layer)
             elif kind == MEDIA_LICENSE:
@@ -251,8 +268,9 @@ class ModelStore:
             size=sum(layer.size for layer in manifest.layers) + manifest.config.size,
             modified_at=dt.datetime.fromtimestamp(mtime, dt.UTC),
             weights_path=self.blob_path(weights.digest), weights_digest=digest_hex(weights.digest),
-            projector_path=projector, adapters=adapters, template=texts.get(MEDIA_TEMPLATE),
-            system=texts.get(MEDIA_SYSTEM), parameters=parameters, messages=messages, licenses=licenses,
+            projector_path=projector, adapters=adapters, adapter_digests=adapter_digests,
+            template=texts.get(MEDIA_TEMPLATE), system=texts.get(MEDIA_SYSTEM), parameters=parameters,
+            messages=messages, licenses=licenses,
             requires=config.requires or None,
             details=ModelDetails(
                 parent_model=weights.from_, format=config.model_format or "gguf", family=config.model_family,
@@ -365,27 +383,12 @@ class ModelStore:
             raise StoreError(f"{what} {text}: no such file")
         return None
 
-    def create(self, name: str | ModelName, modelfile: Modelfile, *, base_dir: Path | None = None) -> ModelRecord:
-        """Create (or replace) a model from a parsed Modelfile.
-
-        FROM is a GGUF file (a `sha256:` blob digest, or a path relative to `base_dir`, `~`
-        expanded) or an existing model whose layers are inherited. Without `base_dir` no path
-        on this machine is read: pass it only for a Modelfile from a trusted local user.
-        """
-        target = _as_name(name)
+    def _from(self, modelfile: Modelfile, base_dir: Path | None, statuses: dict[str, str],
+              report: ProgressFn) -> tuple[builtins.list[Layer], dict[str, Any], dict[str, Any]]:
+        """The layers, config and parameters FROM gives: a GGUF file (with Ollama's template
+        auto-detection) or an existing model, whose layers are inherited."""
         weights = self._local_file(modelfile.from_, base_dir, "FROM")
-        if weights is not None:
-            info = _check_gguf(weights, f"FROM {modelfile.from_}")
-            arch = info.architecture or ""
-            layers = [self._file_layer(MEDIA_MODEL, weights)]
-            config: dict[str, Any] = {
-                "model_format": "gguf", "model_family": arch, "model_families": [arch] if arch else None,
-                "model_type": info.parameter_size, "file_type": info.file_type or "unknown",
-                # Ollama's ConfigV2 names the platform here, not the model architecture.
-                "architecture": "amd64", "os": "linux",
-            }
-            parameters: dict[str, Any] = {}
-        else:
+        if weights is None:
             try:
                 base = self.get(modelfile.from_)
             except InvalidModelName as exc:
@@ -393,28 +396,95 @@ class ModelStore:
             if base is None:
                 raise ModelNotFound(f'model "{modelfile.from_}" not found')
             shown = base.name.display()
-            layers = [msgspec.structs.replace(layer, from_=shown) for layer in base.manifest.layers]
-            config = json.loads(read_capped(self._layer_blob(base.name, base.manifest.config), _MAX_MANIFEST,
-                                             "config"))
-            parameters = dict(base.parameters)
+            inherited = json.loads(read_capped(self._layer_blob(base.name, base.manifest.config), _MAX_MANIFEST,
+                                                "config"))
+            return ([msgspec.structs.replace(layer, from_=shown) for layer in base.manifest.layers], inherited,
+                    dict(base.parameters))
+        report(Progress("parsing GGUF"))
+        info = read_checked(weights, f"FROM {modelfile.from_}")
+        if gguf_kind(info) == "adapter":
+            raise StoreError(f"FROM {modelfile.from_}: is a LoRA adapter; name it with ADAPTER, after FROM its "
+                             "base model")
+        arch = info.architecture or ""
+        layers = [self._file_layer(MEDIA_MODEL, weights)]
+        config: dict[str, Any] = {
+            "model_format": "gguf", "model_family": arch, "model_families": [arch] if arch else None,
+            "model_type": info.parameter_size, "file_type": info.file_type or "unknown",
+            # Ollama's ConfigV2 names the platform here, not the model architecture.
+            "architecture": "amd64", "os": "linux",
+        }
+        parameters: dict[str, Any] = {}
+        # Ollama stores the named Go template that matches the GGUF's chat template (and its stop
+        # words); without a match, prompts keep being rendered with the GGUF's Jinja template.
+        named = autodetect_template(info) if modelfile.template is None else None
+        if named is not None:
+            layer = self._text_layer(MEDIA_TEMPLATE, named.source.encode())
+            statuses[layer.digest] = f"using autodetected template {named.name}"
+            layers.append(layer)
+            if named.stop:
+                parameters["stop"] = list(named.stop)
+        return layers, config, parameters
 
+    def _quantize(self, layers: builtins.list[Layer], config: dict[str, Any], quantization: str,
+                  statuses: dict[str, str], report: ProgressFn) -> None:
+        """Replace the model layer by its quantized copy (Ollama quantizes in create, before
+        the Modelfile's own layers are added)."""
+        index = next(i for i, layer in enumerate(layers) if layer.media_type == MEDIA_MODEL)
+        path = self.blob_path(layers[index].digest)
+        done = quantize_weights(self._blobs, path, read_checked(path, "model"), quantization, report)
+        if done is None:
+            return
+        quantized, info = done
+        layer = Layer(media_type=MEDIA_MODEL, digest=f"sha256:{quantized.name.removeprefix('sha256-')}",
+                      size=quantized.stat().st_size)
+        statuses[layer.digest] = f"creating new layer {layer.digest}"
+        layers[index] = layer
+        config["file_type"] = info.file_type or quantization
+
+    def create(self, name: str | ModelName, modelfile: Modelfile, *, base_dir: Path | None = None,
+               quantize: str | None = None, progress: ProgressFn = ignore) -> ModelRecord:
+        """Create (or replace) a model from a parsed Modelfile, reporting progress as Ollama does.
+
+        FROM is a GGUF file (a `sha256:` blob digest, or a path relative to `base_dir`, `~`
+        expanded) or an existing model whose layers are inherited. Without `base_dir` no path
+        on this machine is read: pass it only for a Modelfile from a trusted local user.
+        `quantize` (e.g. "q4_K_M") quantizes F16/F32 weights with llama.cpp into a new blob.
+        """
+        target = _as_name(name)
+        quantization = parse_quantization(quantize) if quantize else None  # refuse before any work
+        statuses: dict[str, str] = {}  # layer digest -> its progress line, when not "using existing layer"
+        layers, config, parameters = self._from(modelfile, base_dir, statuses, progress)
+        if quantization is not None:
+            self._quantize(layers, config, quantization, statuses, progress)
+
+        base_info: GGUFInfo | None = None
         for adapter in modelfile.adapters:
             path = self._local_file(adapter, base_dir, "ADAPTER")
             if path is None:
                 raise StoreError(f"ADAPTER {adapter}: no such file")
-            _check_gguf(path, f"ADAPTER {adapter}")
+            if base_info is None:
+                model = next(layer for layer in layers if layer.media_type == MEDIA_MODEL)
+                base_info = read_checked(self.blob_path(model.digest), "model")
+            check_adapter(read_checked(path, f"ADAPTER {adapter}"), f"ADAPTER {adapter}", base_info)
             layers.append(self._file_layer(MEDIA_ADAPTER, path))
 
         def replace(media_type: str, data: bytes) -> None:
             layers[:] = [layer for layer in layers if layer.media_type != media_type]
-            layers.append(self._text_layer(media_type, data))
+            add(media_type, data)
+
+        def add(media_type: str, data: bytes) -> None:
+            new = not self.has_blob("sha256:" + hashlib.sha256(data).hexdigest())
+            layer = self._text_layer(media_type, data)
+            if new:
+                statuses[layer.digest] = f"creating new layer {layer.digest}"
+            layers.append(layer)
 
         if modelfile.template:
             replace(MEDIA_TEMPLATE, modelfile.template.encode())
         if modelfile.system:
             replace(MEDIA_SYSTEM, modelfile.system.encode())
         for text in modelfile.licenses:
-            layers.append(self._text_layer(MEDIA_LICENSE, text.encode()))
+            add(MEDIA_LICENSE, text.encode())
         parameters.update(modelfile.parameters)  # a new value replaces the inherited one whole
         if parameters:
             replace(MEDIA_PARAMS, go_json(parameters, sort_keys=True))
@@ -422,6 +492,9 @@ class ModelStore:
             replace(MEDIA_MESSAGES, go_json([{"role": r, "content": c} for r, c in modelfile.messages]))
         if modelfile.requires:
             config["requires"] = modelfile.requires
+        for layer in layers:
+            progress(Progress(statuses.get(layer.digest, f"using existing layer {layer.digest}")))
+        progress(Progress("writing manifest"))
         return self._write(target, config, layers)
 
     def copy(self, source: str | ModelName, destination: str | ModelName) -> ModelRecord:
