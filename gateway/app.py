@@ -13,7 +13,7 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
-from gateway import embed_api, ollama_api, openai_api, registry_api, responses_api, store_api
+from gateway import embed_api, metrics, ollama_api, openai_api, registry_api, responses_api, store_api
 from gateway.catalog import Catalog
 from gateway.errors import ApiError, error_body, handle_api_error, handle_http_exception
 from gateway.generation import ClientGone
@@ -60,7 +60,7 @@ def create_app(config: Config, redis_url: str) -> Litestar:
 
     return Litestar(
         route_handlers=[*ollama_api.ROUTES, *openai_api.ROUTES, *embed_api.ROUTES, *store_api.ROUTES,
-                        *registry_api.ROUTES, responses_api.responses],
+                        *registry_api.ROUTES, responses_api.responses, metrics.metrics],
         dependencies={
             "catalog": Provide(lambda: catalog, sync_to_thread=False, use_cache=True),
             "queue": Provide(lambda: queue, sync_to_thread=False, use_cache=True),
@@ -72,6 +72,7 @@ def create_app(config: Config, redis_url: str) -> Litestar:
             ClientGone: _handle_client_gone,
             Exception: _handle_unexpected,
         },
+        middleware=[metrics.RequestMetrics()],
         cors_config=_cors(config),
         lifespan=[redis_lifespan],
         openapi_config=None,

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from litestar.types import Receive
 
+from gateway import metrics
 from gateway.errors import ApiError, queue_full
 from gateway.jobs import JobQueue, QueueFull
 from herd.protocol import Done, Embeddings, Error, Event, Job, Token
@@ -91,6 +92,8 @@ class Generation:
             self._attempt, self._restarted = event.attempt, True
         if not isinstance(event, Token):
             self._finished = True
+            if isinstance(event, Done | Embeddings):
+                metrics.job_finished(self.job.model, event)
         return event
 
     async def rest(self, first: Event) -> AsyncIterator[TextEvent]:
@@ -159,13 +162,18 @@ async def start(queue: JobQueue, job: Job, receive: Receive) -> tuple[Generation
     try:
         await queue.submit(job)
     except QueueFull:
+        metrics.job_rejected("queue_full")
         raise queue_full() from None
+    metrics.job_admitted()
     generation = Generation(queue, job)
     try:
         first = await generation.watch(receive, asyncio.wait_for(generation.first(), queue.queue_timeout_s))
     except TimeoutError:
+        metrics.job_rejected("queue_timeout")
         await generation.abandon()  # dropped, never run later for nobody
         raise ApiError(503, f"no answer began within {queue.queue_timeout_s:g}s (HERD_QUEUE_TIMEOUT): "
                             "the server is busy; the request was dropped",
                        headers={"Retry-After": "5"}) from None
+    if job.prompt is not None:  # a generation, not a load or an embedding
+        metrics.first_event(job.model, (time.perf_counter_ns() - generation.started) / 1e9)
     return generation, first

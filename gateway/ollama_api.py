@@ -86,7 +86,8 @@ async def _answer(
 ) -> Response[bytes] | Stream:
     generation, first = await start(queue, job, request.receive)
     if stream:
-        return Stream(_ndjson(generation, first, chunks), media_type=NDJSON)
+        # X-Accel-Buffering: a proxy (nginx) must pass each line on as it comes.
+        return Stream(_ndjson(generation, first, chunks), media_type=NDJSON, headers={"X-Accel-Buffering": "no"})
     outcome = await generation.watch(request.receive, generation.collect(first))
     return Response(chunks.final(outcome.done, generation.total_duration(), outcome.text),
                     media_type="application/json")
