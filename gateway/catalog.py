@@ -40,14 +40,16 @@ class ResolvedModel:
         head.extend(dict(m) for m in self.record.messages)
         return head + messages
 
-    def render_chat(self, messages: list[dict[str, Any]], *, template: str | None = None) -> str:
+    def render_chat(self, messages: list[dict[str, Any]], *, template: str | None = None,
+                    tools: list[dict[str, Any]] | None = None) -> str:
         """The prompt for a conversation: a Go TEMPLATE (the request's, else the Modelfile's)
-        the way Ollama renders it, else the GGUF's Jinja chat template."""
+        the way Ollama renders it, else the GGUF's Jinja chat template. `tools` (function tools,
+        `{"type": "function", "function": {...}}`) are the Go template's `.Tools` and Jinja's `tools`."""
         full = self._template_messages(messages)
         go_source = template or self.record.template
         if go_source:
             try:
-                return render_ollama_template(go_source, full)
+                return render_ollama_template(go_source, full, tools=tools)
             except GoTemplateError as exc:
                 raise bad_request(f"template: {exc}", param="template") from exc
         source = self.gguf.chat_template
@@ -55,7 +57,7 @@ class ResolvedModel:
             return "\n".join(str(m.get("content", "")) for m in full)
         try:
             return render_jinja(source, full, bos_token=self.gguf.bos_token or "",
-                                eos_token=self.gguf.eos_token or "")
+                                eos_token=self.gguf.eos_token or "", tools=tools)
         except TemplateError as exc:
             raise bad_request(str(exc)) from exc
 
