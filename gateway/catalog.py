@@ -16,6 +16,8 @@ from gateway.chat_template import TemplateError, render_jinja
 from gateway.errors import ApiError, bad_request, model_not_found
 from herd.chat_prompt import render_ollama_template
 from herd.gotemplate import TemplateError as GoTemplateError
+from herd.gotemplate import parse as parse_go_template
+from herd.gotemplate.ollama import variables
 from herd.store.gguf import GGUFInfo, read_gguf
 from herd.store.names import InvalidModelName, parse_name
 from herd.store.store import ModelRecord, ModelStore
@@ -69,11 +71,26 @@ class ResolvedModel:
         return self.render_chat(messages, template=template)
 
     @property
+    def supports_tools(self) -> bool:
+        """Ollama's `tools` capability: the template reads the tools (`.Tools`; Jinja `tools`)."""
+        if self.record.template:
+            return _go_uses_tools(self.record.template)
+        return "tools" in (self.gguf.chat_template or "")
+
+    @property
     def template_in_use(self) -> str:
         """What `herd show` reports: which template renders this model's prompts."""
         if self.record.template:
             return "modelfile"
         return "gguf" if self.gguf.chat_template else "none"
+
+
+@lru_cache(maxsize=64)
+def _go_uses_tools(source: str) -> bool:
+    try:
+        return "tools" in variables(parse_go_template(source))
+    except GoTemplateError:
+        return False
 
 
 def checked_name(name: str, param: str = "model") -> str:
@@ -131,7 +148,7 @@ class Catalog:
             template=record.template or model.gguf.chat_template or "",
             details=record.details,
             model_info=info,
-            capabilities=["completion"],
+            capabilities=["completion", "tools"] if model.supports_tools else ["completion"],
             modified_at=record.modified_at.isoformat(),
             template_source=model.template_in_use,
             license="\n".join(record.licenses) or None,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from gateway.chat_template import render_jinja
@@ -17,13 +17,13 @@ from gateway.tool_template import go_call_opener, jinja_call_opener
 from gateway.tools import ToolTurns, call_schema, read_plan, read_tools
 from herd.chat_prompt import render_ollama_template, templates_dir
 
-WEATHER = {"type": "function", "function": {
+WEATHER: dict[str, Any] = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city",
     "parameters": {"type": "object", "properties": {
         "city": {"type": "string"}, "unit": {"type": "string", "enum": ["C", "F"]}}, "required": ["city"]}}}
-TIME = {"type": "function", "function": {"name": "get_time", "parameters": {
+TIME: dict[str, Any] = {"type": "function", "function": {"name": "get_time", "parameters": {
     "type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}}}
-NOW = {"type": "function", "function": {"name": "now"}}  # no parameters at all
+NOW: dict[str, Any] = {"type": "function", "function": {"name": "now"}}  # no parameters at all
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -151,11 +151,11 @@ def test_parallel_tool_calls_false_keeps_one_call() -> None:
 def test_call_schema_accepts_exactly_valid_calls() -> None:
     schema = call_schema(read_tools([WEATHER, TIME, NOW]))
     jsonschema.Draft202012Validator.check_schema(schema)
-    valid = [{"name": "get_weather", "arguments": {"city": "Paris"}},
+    valid: list[Any] = [{"name": "get_weather", "arguments": {"city": "Paris"}},
              {"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}},
              {"name": "get_time", "arguments": {"zone": "UTC"}},
              {"name": "now", "arguments": {}}]
-    invalid = [{"name": "get_weather", "arguments": {}},  # city is required
+    invalid: list[Any] = [{"name": "get_weather", "arguments": {}},  # city is required
                {"name": "get_weather", "arguments": {"city": "Paris", "unit": "K"}},
                {"name": "get_time", "arguments": {"zone": 3}},
                {"name": "launch", "arguments": {}},
