@@ -16,6 +16,8 @@ from gateway.chat_template import TemplateError, render_jinja
 from gateway.errors import ApiError, bad_request, model_not_found
 from herd.chat_prompt import render_ollama_template
 from herd.gotemplate import TemplateError as GoTemplateError
+from herd.gotemplate import parse as parse_go_template
+from herd.gotemplate.ollama import variables
 from herd.store.gguf import GGUFInfo, read_gguf
 from herd.store.names import InvalidModelName, parse_name
 from herd.store.store import ModelRecord, ModelStore
@@ -40,14 +42,16 @@ class ResolvedModel:
         head.extend(dict(m) for m in self.record.messages)
         return head + messages
 
-    def render_chat(self, messages: list[dict[str, Any]], *, template: str | None = None) -> str:
+    def render_chat(self, messages: list[dict[str, Any]], *, template: str | None = None,
+                    tools: list[dict[str, Any]] | None = None) -> str:
         """The prompt for a conversation: a Go TEMPLATE (the request's, else the Modelfile's)
-        the way Ollama renders it, else the GGUF's Jinja chat template."""
+        the way Ollama renders it, else the GGUF's Jinja chat template. `tools` (function tools,
+        `{"type": "function", "function": {...}}`) are the Go template's `.Tools` and Jinja's `tools`."""
         full = self._template_messages(messages)
         go_source = template or self.record.template
         if go_source:
             try:
-                return render_ollama_template(go_source, full)
+                return render_ollama_template(go_source, full, tools=tools)
             except GoTemplateError as exc:
                 raise bad_request(f"template: {exc}", param="template") from exc
         source = self.gguf.chat_template
@@ -55,7 +59,7 @@ class ResolvedModel:
             return "\n".join(str(m.get("content", "")) for m in full)
         try:
             return render_jinja(source, full, bos_token=self.gguf.bos_token or "",
-                                eos_token=self.gguf.eos_token or "")
+                                eos_token=self.gguf.eos_token or "", tools=tools)
         except TemplateError as exc:
             raise bad_request(str(exc)) from exc
 
@@ -67,11 +71,26 @@ class ResolvedModel:
         return self.render_chat(messages, template=template)
 
     @property
+    def supports_tools(self) -> bool:
+        """Ollama's `tools` capability: the template reads the tools (`.Tools`; Jinja `tools`)."""
+        if self.record.template:
+            return _go_uses_tools(self.record.template)
+        return "tools" in (self.gguf.chat_template or "")
+
+    @property
     def template_in_use(self) -> str:
         """What `herd show` reports: which template renders this model's prompts."""
         if self.record.template:
             return "modelfile"
         return "gguf" if self.gguf.chat_template else "none"
+
+
+@lru_cache(maxsize=64)
+def _go_uses_tools(source: str) -> bool:
+    try:
+        return "tools" in variables(parse_go_template(source))
+    except GoTemplateError:
+        return False
 
 
 def checked_name(name: str, param: str = "model") -> str:
@@ -129,7 +148,7 @@ class Catalog:
             template=record.template or model.gguf.chat_template or "",
             details=record.details,
             model_info=info,
-            capabilities=["completion"],
+            capabilities=["completion", "tools"] if model.supports_tools else ["completion"],
             modified_at=record.modified_at.isoformat(),
             template_source=model.template_in_use,
             license="\n".join(record.licenses) or None,

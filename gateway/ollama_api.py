@@ -17,6 +17,9 @@ from gateway.generation import Generation, start
 from gateway.jobs import JobQueue, new_job_id
 from gateway.options import merge_options
 from gateway.requests import keep_alive_seconds, reject_unsupported
+from gateway.tool_calls import ParsedCall, Piece, PlainText, TextSplitter, grouped, split_whole
+from gateway.tool_template import tool_prompt
+from gateway.tools import ToolTurns, read_plan, read_tools
 from herd import __version__
 from herd.protocol import Done, Event, Job, LoadedModel, Token
 from herd.store.store import ModelDetails
@@ -62,34 +65,54 @@ class _Chunks:
             return _encode(wire.ChatChunk(model=self.model, created_at=stamp, message=message, done=False))
         return _encode(wire.GenerateChunk(model=self.model, created_at=stamp, response=text, done=False))
 
-    def final(self, done: Done, total_ns: int, text: str = "") -> bytes:
+    def calls(self, calls: list[ParsedCall]) -> bytes:
+        """Tool calls come whole, in a chunk of their own, as Ollama sends them."""
+        message = wire.ChatMessageOut(role="assistant", content="", tool_calls=_tool_calls(calls))
+        return _encode(wire.ChatChunk(model=self.model, created_at=now_rfc3339(), message=message, done=False))
+
+    def final(self, done: Done, total_ns: int, text: str = "", calls: list[ParsedCall] | None = None) -> bytes:
         stamp = now_rfc3339()
         metrics = _metrics(done, total_ns)
         if self.chat:
-            message = wire.ChatMessageOut(role="assistant", content=text)
+            message = wire.ChatMessageOut(role="assistant", content=text, tool_calls=_tool_calls(calls or []))
             return _encode(wire.ChatChunk(model=self.model, created_at=stamp, message=message, done=True, **metrics))
         return _encode(wire.GenerateChunk(model=self.model, created_at=stamp, response=text, done=True, **metrics))
 
 
-async def _ndjson(generation: Generation, first: Event, chunks: _Chunks) -> AsyncIterator[bytes]:
+def _tool_calls(calls: list[ParsedCall]) -> list[wire.ToolCall] | None:
+    return [wire.ToolCall(id=c.id, function=wire.ToolFunctionCall(name=c.name, arguments=c.arguments, index=c.index))
+            for c in calls] or None
+
+
+async def _ndjson(generation: Generation, first: Event, chunks: _Chunks, text: TextSplitter) -> AsyncIterator[bytes]:
+    def lines(pieces: list[Piece]) -> list[bytes]:
+        return [(chunks.text(p) if isinstance(p, str) else chunks.calls(p)) + b"\n" for p in grouped(pieces)]
+
     async for event in generation.rest(first):
         if isinstance(event, Token):
-            yield chunks.text(event.text) + b"\n"
+            for line in lines(text.feed(event.text)):
+                yield line
         elif isinstance(event, Done):
+            for line in lines(text.finish()):
+                yield line
             yield chunks.final(event, generation.total_duration()) + b"\n"
         else:  # an error after the stream began: one more line, as Ollama does
             yield _encode(wire.ErrorBody(error=event.message)) + b"\n"
 
 
 async def _answer(
-    request: Request[Any, Any, Any], queue: JobQueue, job: Job, stream: bool, chunks: _Chunks
+    request: Request[Any, Any, Any], queue: JobQueue, job: Job, stream: bool, chunks: _Chunks,
+    text: TextSplitter | None = None,
 ) -> Response[bytes] | Stream:
+    text = text or PlainText()
     generation, first = await start(queue, job, request.receive)
     if stream:
         # X-Accel-Buffering: a proxy (nginx) must pass each line on as it comes.
-        return Stream(_ndjson(generation, first, chunks), media_type=NDJSON, headers={"X-Accel-Buffering": "no"})
+        return Stream(_ndjson(generation, first, chunks, text), media_type=NDJSON,
+                      headers={"X-Accel-Buffering": "no"})
     outcome = await generation.watch(request.receive, generation.collect(first))
-    return Response(chunks.final(outcome.done, generation.total_duration(), outcome.text),
+    content, calls = split_whole(outcome.text, text)
+    return Response(chunks.final(outcome.done, generation.total_duration(), content, calls),
                     media_type="application/json")
 
 
@@ -139,15 +162,20 @@ async def chat(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueu
     body: wire.ChatRequest = decode_body(await request.body(), wire.ChatRequest)
     model = await catalog.resolve(body.model)
     reject_unsupported(
-        format=body.format, think=body.think, logprobs=body.logprobs, tools=body.tools,
+        format=body.format, think=body.think, logprobs=body.logprobs,
         images=[i for m in body.messages for i in (m.images or [])],
     )
+    plan = read_plan(read_tools(body.tools), body.tool_choice)
     chunks = _Chunks(body.model, chat=True)
     if not body.messages:
         return await _load_or_unload(request, queue, model, body.model, body.options, body.keep_alive, chunks)
-    prompt = model.render_chat([{"role": m.role, "content": m.content} for m in body.messages])
-    job = _job(model, body.model, prompt, body.options, body.keep_alive)
-    return await _answer(request, queue, job, body.stream, chunks)
+    turns = ToolTurns()
+    messages = [turns.message(m.role, m.content, tool_calls=msgspec.to_builtins(m.tool_calls),
+                              tool_call_id=m.tool_call_id, tool_name=m.tool_name) for m in body.messages]
+    prepared = tool_prompt(model, messages, plan)
+    job = _job(model, body.model, prepared.prompt, body.options, body.keep_alive)
+    job.format = prepared.format
+    return await _answer(request, queue, job, body.stream, chunks, prepared.splitter())
 
 
 @get("/api/tags")

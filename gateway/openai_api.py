@@ -19,6 +19,9 @@ from gateway.generation import Generation, Outcome, start
 from gateway.jobs import JobQueue, new_job_id
 from gateway.options import merge_options
 from gateway.requests import keep_alive_seconds, reject_unsupported
+from gateway.tool_calls import ParsedCall, TextSplitter, grouped, split_whole
+from gateway.tool_template import tool_prompt
+from gateway.tools import ToolTurns, read_plan, read_tools
 from herd.protocol import Done, Event, Job, Token
 from herd.store.store import ModelRecord
 
@@ -107,30 +110,48 @@ async def chat_completions(request: Request[Any, Any, Any], catalog: Catalog,
     model = await catalog.resolve(body.model)
     _check_common(body)
     response_format = None if (body.response_format or {}).get("type") == "text" else body.response_format
-    reject_unsupported(response_format=response_format, tools=body.tools, tool_choice=body.tool_choice,
-                       reasoning_effort=body.reasoning_effort)
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": _message_text(m)}
-                for m in body.messages]
+    reject_unsupported(response_format=response_format, reasoning_effort=body.reasoning_effort)
+    plan = read_plan(read_tools(body.tools), body.tool_choice, parallel=body.parallel_tool_calls)
+    turns = ToolTurns()
+    messages = [turns.message("system" if m.role == "developer" else m.role, _message_text(m),
+                              tool_calls=m.tool_calls, tool_call_id=m.tool_call_id) for m in body.messages]
     max_tokens = body.max_completion_tokens or body.max_tokens
-    job = _job(model, body, model.render_chat(messages), max_tokens)
+    prepared = tool_prompt(model, messages, plan)
+    job = _job(model, body, prepared.prompt, max_tokens)
+    job.format = prepared.format
+    text = prepared.splitter()
     generation, first = await start(queue, job, request.receive)
     completion_id = f"chatcmpl-{secrets.token_hex(12)}"
     created = int(time.time())
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return Stream(_chat_sse(generation, first, completion_id, created, body.model, usage), media_type=SSE,
+        return Stream(_chat_sse(generation, first, completion_id, created, body.model, usage, text), media_type=SSE,
                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     outcome: Outcome = await generation.watch(request.receive, generation.collect(first))
+    content, calls = split_whole(outcome.text, text)
+    message = wire.AssistantMessage(role="assistant", content=content if content or not calls else None,
+                                    tool_calls=[_tool_call(c) for c in calls] or None)
     return Response(_encode(wire.ChatCompletion(
         id=completion_id, object="chat.completion", created=created, model=body.model,
-        choices=[wire.ChatChoice(index=0, message=wire.AssistantMessage(role="assistant", content=outcome.text),
-                                 finish_reason=_finish_reason(outcome.done))],
+        choices=[wire.ChatChoice(index=0, message=message,
+                                 finish_reason="tool_calls" if calls else _finish_reason(outcome.done))],
         usage=_usage(outcome.done),
     )), media_type="application/json")
 
 
+def _tool_call(call: ParsedCall) -> wire.ToolCallOut:
+    return wire.ToolCallOut(id=call.id, function=wire.FunctionCallOut(name=call.name, arguments=call.arguments_json()))
+
+
+def _delta(piece: str | list[ParsedCall]) -> wire.Delta:
+    if isinstance(piece, str):
+        return wire.Delta(content=piece)
+    return wire.Delta(tool_calls=[wire.DeltaToolCall(index=c.index, id=c.id, function=_tool_call(c).function)
+                                  for c in piece])
+
+
 async def _chat_sse(generation: Generation, first: Event, completion_id: str, created: int, model: str,
-                    include_usage: bool) -> AsyncIterator[bytes]:
+                    include_usage: bool, text: TextSplitter) -> AsyncIterator[bytes]:
     def chunk(delta: wire.Delta, finish: wire.FinishReason | None = None) -> bytes:
         return _sse(wire.ChatCompletionChunk(
             id=completion_id, object="chat.completion.chunk", created=created, model=model,
@@ -140,9 +161,12 @@ async def _chat_sse(generation: Generation, first: Event, completion_id: str, cr
     yield chunk(wire.Delta(role="assistant", content=""))
     async for event in generation.rest(first):
         if isinstance(event, Token):
-            yield chunk(wire.Delta(content=event.text))
+            for piece in grouped(text.feed(event.text)):
+                yield chunk(_delta(piece))
         elif isinstance(event, Done):
-            yield chunk(wire.Delta(), _finish_reason(event))
+            for piece in grouped(text.finish()):
+                yield chunk(_delta(piece))
+            yield chunk(wire.Delta(), "tool_calls" if text.calls else _finish_reason(event))
             if include_usage:
                 yield _sse(wire.ChatCompletionChunk(
                     id=completion_id, object="chat.completion.chunk", created=created, model=model,

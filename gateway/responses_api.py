@@ -21,6 +21,10 @@ from gateway.generation import Generation, start
 from gateway.jobs import JobQueue, new_job_id
 from gateway.options import merge_options
 from gateway.requests import keep_alive_seconds, reject_unsupported
+from gateway.responses_tools import FunctionCallItem, add_tool_item, decode_item, function_call_item
+from gateway.tool_calls import ParsedCall, PlainText, TextSplitter, split_whole
+from gateway.tool_template import tool_prompt
+from gateway.tools import ToolPlan, ToolTurns, read_plan, read_tools
 from herd.protocol import Done, Event, Job, Token
 
 _encode = msgspec.json.Encoder().encode
@@ -45,7 +49,7 @@ class InputMessage(msgspec.Struct, forbid_unknown_fields=True):
 
 class ResponsesRequest(msgspec.Struct, forbid_unknown_fields=True):
     model: str
-    input: str | list[InputMessage]
+    input: str | list[dict[str, Any]]  # messages, and function_call / function_call_output items
     instructions: str | None = None
     max_output_tokens: int | None = None
     temperature: float | None = None
@@ -100,7 +104,7 @@ class ResponseObject(msgspec.Struct):
     created_at: int
     model: str
     status: Literal["in_progress", "completed", "incomplete", "failed"]
-    output: list[OutputMessage]
+    output: list[OutputMessage | FunctionCallItem]
     instructions: str | None
     max_output_tokens: int | None
     temperature: float
@@ -110,17 +114,25 @@ class ResponseObject(msgspec.Struct):
     error: dict[str, str] | None = None
     object: Literal["response"] = "response"
     parallel_tool_calls: bool = False
-    tool_choice: str = "none"
+    tool_choice: str | dict[str, Any] = "none"
     tools: list[Any] = []
     text: dict[str, Any] = msgspec.field(default_factory=lambda: {"format": {"type": "text"}})
     metadata: dict[str, str] = {}
 
 
-def _messages(body: ResponsesRequest) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": body.instructions}] if body.instructions else []
+def _messages(body: ResponsesRequest) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = [{"role": "system", "content": body.instructions}] if body.instructions else []
     if isinstance(body.input, str):
         return [*messages, {"role": "user", "content": body.input}]
-    for item in body.input:
+    turns = ToolTurns()
+    for index, raw in enumerate(body.input):
+        if raw.get("type") in ("function_call", "function_call_output"):
+            add_tool_item(messages, decode_item(raw, index), turns)
+            continue
+        try:
+            item = msgspec.convert(raw, type=InputMessage)
+        except msgspec.ValidationError as exc:
+            raise bad_request(f"{exc} (in input[{index}])", param=f"input[{index}]") from exc
         if isinstance(item.content, str):
             text = item.content
         else:
@@ -128,26 +140,29 @@ def _messages(body: ResponsesRequest) -> list[dict[str, str]]:
                 if part.type not in {"input_text", "output_text"}:
                     raise bad_request(f"input part type '{part.type}' is not supported by this model", param="input")
             text = "".join(part.text or "" for part in item.content)
-        messages.append({"role": "system" if item.role == "developer" else item.role, "content": text})
+        messages.append(turns.message("system" if item.role == "developer" else item.role, text))
     return messages
 
 
-def _check(body: ResponsesRequest) -> None:
+def _check(body: ResponsesRequest) -> ToolPlan:
     if body.previous_response_id or body.conversation:
         raise bad_request("this server is stateless: 'previous_response_id' and 'conversation' are not supported",
                           param="previous_response_id")
     text_format = (body.text or {}).get("format", {}).get("type", "text")
-    reject_unsupported(tools=body.tools, tool_choice=None if body.tool_choice in (None, "none", "auto") else
-                       body.tool_choice, text_format=None if text_format == "text" else text_format,
+    reject_unsupported(text_format=None if text_format == "text" else text_format,
                        reasoning=body.reasoning, top_logprobs=body.top_logprobs)
     if body.max_output_tokens is not None and body.max_output_tokens < 1:
         raise bad_request("'max_output_tokens' must be at least 1", param="max_output_tokens")
+    tools = read_tools(body.tools, flat=True)
+    # "none" and "auto" without tools ask for nothing: accepted, as this route always has.
+    choice = None if not tools and body.tool_choice in ("none", "auto") else body.tool_choice
+    return read_plan(tools, choice, parallel=body.parallel_tool_calls)
 
 
 @post("/v1/responses", status_code=200)
 async def responses(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueue) -> Response[bytes] | Stream:
     body: ResponsesRequest = decode_body(await request.body(), ResponsesRequest)
-    _check(body)
+    plan = _check(body)
     model = await catalog.resolve(body.model)
     messages = _messages(body)
     if not messages:
@@ -156,38 +171,48 @@ async def responses(request: Request[Any, Any, Any], catalog: Catalog, queue: Jo
     top_p = 1.0 if body.top_p is None else body.top_p
     fields = {"temperature": temperature, "top_p": top_p, "num_predict": body.max_output_tokens,
               "num_ctx": body.num_ctx, "top_k": body.top_k, "seed": body.seed}
+    prepared = tool_prompt(model, messages, plan)
     job = Job(
-        id=new_job_id(), model=body.model, **model.record.load_target(), prompt=model.render_chat(messages),
+        id=new_job_id(), model=body.model, **model.record.load_target(), prompt=prepared.prompt,
         options=merge_options(model.record.parameters, body.options,
                               {k: v for k, v in fields.items() if v is not None}),
-        keep_alive=keep_alive_seconds(body.keep_alive), created=time.time(),
+        keep_alive=keep_alive_seconds(body.keep_alive), created=time.time(), format=prepared.format,
     )
     shell = ResponseObject(
         id=f"resp_{secrets.token_hex(16)}", created_at=int(time.time()), model=body.model, status="in_progress",
         output=[], instructions=body.instructions, max_output_tokens=body.max_output_tokens,
         temperature=temperature, top_p=top_p, metadata=body.metadata or {},
+        tools=body.tools or [], tool_choice=body.tool_choice or ("auto" if plan.tools else "none"),
+        parallel_tool_calls=bool(plan.tools) and plan.parallel,
     )
+    text = prepared.splitter()
     generation, first = await start(queue, job, request.receive)
     if body.stream:
-        return Stream(_events(generation, first, shell), media_type="text/event-stream",
+        return Stream(_events(generation, first, shell, text), media_type="text/event-stream",
                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     outcome = await generation.watch(request.receive, generation.collect(first))
-    return Response(_encode(_finished(shell, f"msg_{secrets.token_hex(16)}", outcome.text, outcome.done)),
-                    media_type="application/json")
+    content, calls = split_whole(outcome.text, text)
+    message = _message(f"msg_{secrets.token_hex(16)}", content, cut=outcome.done.done_reason == "length")
+    output = ([message] if content or not calls else []) + [function_call_item(c) for c in calls]
+    return Response(_encode(_finished(shell, output, outcome.done)), media_type="application/json")
 
 
-def _finished(shell: ResponseObject, item_id: str, text: str, done: Done) -> ResponseObject:
+def _message(item_id: str, text: str, *, cut: bool) -> OutputMessage:
+    return OutputMessage(id=item_id, status="incomplete" if cut else "completed", content=[OutputText(text)])
+
+
+def _finished(shell: ResponseObject, output: list[OutputMessage | FunctionCallItem], done: Done) -> ResponseObject:
     cut = done.done_reason == "length"
-    message = OutputMessage(id=item_id, status="incomplete" if cut else "completed", content=[OutputText(text)])
     return msgspec.structs.replace(
-        shell, status="incomplete" if cut else "completed", output=[message],
+        shell, status="incomplete" if cut else "completed", output=output,
         incomplete_details={"reason": "max_output_tokens"} if cut else None,
         usage=ResponseUsage(input_tokens=done.prompt_eval_count, output_tokens=done.eval_count,
                             total_tokens=done.prompt_eval_count + done.eval_count),
     )
 
 
-async def _events(generation: Generation, first: Event, shell: ResponseObject) -> AsyncIterator[bytes]:
+async def _events(generation: Generation, first: Event, shell: ResponseObject,
+                  text: TextSplitter) -> AsyncIterator[bytes]:
     sequence = 0
 
     def event(kind: str, **payload: Any) -> bytes:
@@ -197,26 +222,68 @@ async def _events(generation: Generation, first: Event, shell: ResponseObject) -
         return b"event: " + kind.encode() + b"\ndata: " + _encode(data) + b"\n\n"
 
     item_id = f"msg_{secrets.token_hex(16)}"
-    where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    output: list[OutputMessage | FunctionCallItem] = []
+    parts: list[str] | None = None  # the message's text, once its item is open
+    where: dict[str, Any] = {}
+
+    def open_message() -> list[bytes]:
+        nonlocal parts, where
+        parts, where = [], {"item_id": item_id, "output_index": len(output), "content_index": 0}
+        return [event("response.output_item.added", output_index=len(output),
+                      item=OutputMessage(id=item_id, status="in_progress", content=[])),
+                event("response.content_part.added", part=OutputText(""), **where)]
+
+    def close_message(cut: bool) -> list[bytes]:
+        nonlocal parts
+        if parts is None:
+            return []
+        whole, parts = "".join(parts), None
+        message = _message(item_id, whole, cut=cut)
+        output.append(message)
+        return [event("response.output_text.done", text=whole, logprobs=[], **where),
+                event("response.content_part.done", part=OutputText(whole), **where),
+                event("response.output_item.done", output_index=where["output_index"], item=message)]
+
+    def call_events(call: ParsedCall) -> list[bytes]:
+        item = function_call_item(call)
+        at = {"item_id": item.id, "output_index": len(output)}
+        output.append(item)
+        return [event("response.output_item.added", output_index=at["output_index"],
+                      item=function_call_item(call, "in_progress", item.id)),
+                event("response.function_call_arguments.delta", delta=item.arguments, **at),
+                event("response.function_call_arguments.done", arguments=item.arguments, name=item.name, **at),
+                event("response.output_item.done", output_index=at["output_index"], item=item)]
+
     yield event("response.created", response=shell)
     yield event("response.in_progress", response=shell)
-    yield event("response.output_item.added", output_index=0,
-                item=OutputMessage(id=item_id, status="in_progress", content=[]))
-    yield event("response.content_part.added", part=OutputText(""), **where)
-    parts: list[str] = []
+    if isinstance(text, PlainText):  # no tools: the message opens at once, as it always has
+        for line in open_message():
+            yield line
     async for item in generation.rest(first):
-        if isinstance(item, Token):
-            parts.append(item.text)
-            yield event("response.output_text.delta", delta=item.text, logprobs=[], **where)
-        elif isinstance(item, Done):
-            text = "".join(parts)
-            final = _finished(shell, item_id, text, item)
-            yield event("response.output_text.done", text=text, logprobs=[], **where)
-            yield event("response.content_part.done", part=OutputText(text), **where)
-            yield event("response.output_item.done", output_index=0, item=final.output[0])
+        if isinstance(item, Token | Done):
+            pieces = text.feed(item.text) if isinstance(item, Token) else text.finish()
+            for piece in pieces:
+                if isinstance(piece, str):
+                    if parts is None and piece:
+                        for line in open_message():
+                            yield line
+                    if parts is not None:
+                        parts.append(piece)
+                        yield event("response.output_text.delta", delta=piece, logprobs=[], **where)
+                else:  # a call: the text before it is complete (nothing follows a call but calls)
+                    for line in [*close_message(False), *call_events(piece)]:
+                        yield line
+        if isinstance(item, Done):
+            if not output and parts is None:  # nothing at all: one empty message, as unstreamed
+                for line in open_message():
+                    yield line
+            for line in close_message(item.done_reason == "length"):
+                yield line
+            final = _finished(shell, output, item)
             yield event("response.incomplete" if final.status == "incomplete" else "response.completed",
                         response=final)
-        else:
+        elif not isinstance(item, Token):
             failed = msgspec.structs.replace(shell, status="failed",
                                              error={"code": "server_error", "message": item.message})
             yield event("response.failed", response=failed)
+

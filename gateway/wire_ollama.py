@@ -60,6 +60,7 @@ class ChatRequest(msgspec.Struct, forbid_unknown_fields=True):
     model: str
     messages: list[Message] = []
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None  # Herd: OpenAI's tool_choice (Ollama has none)
     format: str | dict[str, Any] | None = None
     options: dict[str, Any] | None = None
     stream: bool = True

@@ -91,9 +91,30 @@ class Usage(msgspec.Struct):
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 
-class AssistantMessage(msgspec.Struct):
+class FunctionCallOut(msgspec.Struct):
+    name: str
+    arguments: str  # a JSON string, as OpenAI sends it
+
+
+class ToolCallOut(msgspec.Struct):
+    id: str
+    function: FunctionCallOut
+    type: Literal["function"] = "function"
+
+
+class DeltaToolCall(msgspec.Struct):
+    """A streamed call: Herd sends each call whole, in one delta, at its `index`."""
+
+    index: int
+    id: str
+    function: FunctionCallOut
+    type: Literal["function"] = "function"
+
+
+class AssistantMessage(msgspec.Struct, omit_defaults=True):
     role: Literal["assistant"]
     content: str | None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class ChatChoice(msgspec.Struct):
@@ -116,6 +137,7 @@ class ChatCompletion(msgspec.Struct):
 class Delta(msgspec.Struct, omit_defaults=True):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 class ChunkChoice(msgspec.Struct):
