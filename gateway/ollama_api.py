@@ -15,10 +15,12 @@ from gateway.catalog import Catalog, ResolvedModel
 from gateway.errors import bad_request, decode_body
 from gateway.generation import Generation, start
 from gateway.jobs import JobQueue, new_job_id
+from gateway.logprobs import MAX_TOP_LOGPROBS, token_text
 from gateway.options import merge_options
 from gateway.requests import keep_alive_seconds, reject_unsupported
+from gateway.structured import ollama_format
 from herd import __version__
-from herd.protocol import Done, Event, Job, LoadedModel, Token
+from herd.protocol import Done, Event, Job, LoadedModel, Token, TokenLogprob
 from herd.store.store import ModelDetails
 
 OLLAMA_API_VERSION = "0.13.0"  # the Ollama API level Herd answers for
@@ -48,6 +50,18 @@ def _metrics(done: Done, total_ns: int) -> dict[str, Any]:
     }
 
 
+def _logprobs(entries: list[TokenLogprob] | None) -> list[wire.Logprob] | None:
+    """Ollama's shape: token text, logprob, bytes, and the alternatives likewise."""
+    if entries is None:
+        return None
+    return [
+        wire.Logprob(token=token_text(e.piece), logprob=e.logprob, bytes=list(e.piece),
+                     top_logprobs=[wire.TokenLogprob(token=token_text(t.piece), logprob=t.logprob,
+                                                     bytes=list(t.piece)) for t in e.top] or None)
+        for e in entries
+    ]
+
+
 class _Chunks:
     """Builds one dialect chunk for a piece of text or the final Done (generate or chat)."""
 
@@ -55,26 +69,32 @@ class _Chunks:
         self.model = model
         self.chat = chat
 
-    def text(self, text: str) -> bytes:
+    def text(self, text: str, logprobs: list[TokenLogprob] | None = None) -> bytes:
         stamp = now_rfc3339()
+        lps = _logprobs(logprobs)
         if self.chat:
             message = wire.ChatMessageOut(role="assistant", content=text)
-            return _encode(wire.ChatChunk(model=self.model, created_at=stamp, message=message, done=False))
-        return _encode(wire.GenerateChunk(model=self.model, created_at=stamp, response=text, done=False))
+            return _encode(wire.ChatChunk(model=self.model, created_at=stamp, message=message, done=False,
+                                          logprobs=lps))
+        return _encode(wire.GenerateChunk(model=self.model, created_at=stamp, response=text, done=False,
+                                          logprobs=lps))
 
-    def final(self, done: Done, total_ns: int, text: str = "") -> bytes:
+    def final(self, done: Done, total_ns: int, text: str = "", logprobs: list[TokenLogprob] | None = None) -> bytes:
         stamp = now_rfc3339()
         metrics = _metrics(done, total_ns)
+        lps = _logprobs(logprobs)
         if self.chat:
             message = wire.ChatMessageOut(role="assistant", content=text)
-            return _encode(wire.ChatChunk(model=self.model, created_at=stamp, message=message, done=True, **metrics))
-        return _encode(wire.GenerateChunk(model=self.model, created_at=stamp, response=text, done=True, **metrics))
+            return _encode(wire.ChatChunk(model=self.model, created_at=stamp, message=message, done=True,
+                                          logprobs=lps, **metrics))
+        return _encode(wire.GenerateChunk(model=self.model, created_at=stamp, response=text, done=True,
+                                          logprobs=lps, **metrics))
 
 
 async def _ndjson(generation: Generation, first: Event, chunks: _Chunks) -> AsyncIterator[bytes]:
     async for event in generation.rest(first):
         if isinstance(event, Token):
-            yield chunks.text(event.text) + b"\n"
+            yield chunks.text(event.text, event.logprobs) + b"\n"
         elif isinstance(event, Done):
             yield chunks.final(event, generation.total_duration()) + b"\n"
         else:  # an error after the stream began: one more line, as Ollama does
@@ -88,7 +108,8 @@ async def _answer(
     if stream:
         return Stream(_ndjson(generation, first, chunks), media_type=NDJSON)
     outcome = await generation.watch(request.receive, generation.collect(first))
-    return Response(chunks.final(outcome.done, generation.total_duration(), outcome.text),
+    logprobs = outcome.logprobs if job.logprobs is not None else None
+    return Response(chunks.final(outcome.done, generation.total_duration(), outcome.text, logprobs),
                     media_type="application/json")
 
 
@@ -103,7 +124,7 @@ async def _load_or_unload(request: Request[Any, Any, Any], queue: JobQueue, mode
 
 
 def _job(model: ResolvedModel, name: str, prompt: str | None, options: dict[str, Any] | None,
-         keep_alive: Any) -> Job:
+         keep_alive: Any, body: wire.GenerateRequest | wire.ChatRequest | None = None) -> Job:
     return Job(
         id=new_job_id(),
         model=name,
@@ -112,24 +133,32 @@ def _job(model: ResolvedModel, name: str, prompt: str | None, options: dict[str,
         options=merge_options(model.record.parameters, options),
         keep_alive=keep_alive_seconds(keep_alive),
         created=datetime.datetime.now(datetime.UTC).timestamp(),
+        format=None if body is None else ollama_format(body.format),
+        logprobs=None if body is None else _logprobs_wanted(body),
     )
+
+
+def _logprobs_wanted(body: wire.GenerateRequest | wire.ChatRequest) -> int | None:
+    """How many alternatives per token to report; None: no logprobs (top_logprobs alone asks
+    for nothing, as in Ollama)."""
+    top = body.top_logprobs or 0
+    if not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise bad_request(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="top_logprobs")
+    return top if body.logprobs else None
 
 
 @post("/api/generate", status_code=200)
 async def generate(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueue) -> Response[bytes] | Stream:
     body: wire.GenerateRequest = decode_body(await request.body(), wire.GenerateRequest)
     model = await catalog.resolve(body.model)
-    reject_unsupported(
-        format=body.format, images=body.images, think=body.think, logprobs=body.logprobs,
-        suffix=body.suffix or None, context=body.context,
-    )
+    reject_unsupported(images=body.images, think=body.think, suffix=body.suffix or None, context=body.context)
     if body.raw and (body.template or body.system):
         raise bad_request("raw mode does not support template, system, or context")
     chunks = _Chunks(body.model, chat=False)
     if not body.prompt:
         return await _load_or_unload(request, queue, model, body.model, body.options, body.keep_alive, chunks)
     prompt = body.prompt if body.raw else model.render_generate(body.prompt, body.system, template=body.template)
-    job = _job(model, body.model, prompt, body.options, body.keep_alive)
+    job = _job(model, body.model, prompt, body.options, body.keep_alive, body)
     return await _answer(request, queue, job, body.stream, chunks)
 
 
@@ -138,14 +167,13 @@ async def chat(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueu
     body: wire.ChatRequest = decode_body(await request.body(), wire.ChatRequest)
     model = await catalog.resolve(body.model)
     reject_unsupported(
-        format=body.format, think=body.think, logprobs=body.logprobs, tools=body.tools,
-        images=[i for m in body.messages for i in (m.images or [])],
+        think=body.think, tools=body.tools, images=[i for m in body.messages for i in (m.images or [])],
     )
     chunks = _Chunks(body.model, chat=True)
     if not body.messages:
         return await _load_or_unload(request, queue, model, body.model, body.options, body.keep_alive, chunks)
     prompt = model.render_chat([{"role": m.role, "content": m.content} for m in body.messages])
-    job = _job(model, body.model, prompt, body.options, body.keep_alive)
+    job = _job(model, body.model, prompt, body.options, body.keep_alive, body)
     return await _answer(request, queue, job, body.stream, chunks)
 
 

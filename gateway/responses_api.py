@@ -21,6 +21,7 @@ from gateway.generation import Generation, start
 from gateway.jobs import JobQueue, new_job_id
 from gateway.options import merge_options
 from gateway.requests import keep_alive_seconds, reject_unsupported
+from gateway.structured import responses_text_format
 from herd.protocol import Done, Event, Job, Token
 
 _encode = msgspec.json.Encoder().encode
@@ -136,10 +137,8 @@ def _check(body: ResponsesRequest) -> None:
     if body.previous_response_id or body.conversation:
         raise bad_request("this server is stateless: 'previous_response_id' and 'conversation' are not supported",
                           param="previous_response_id")
-    text_format = (body.text or {}).get("format", {}).get("type", "text")
     reject_unsupported(tools=body.tools, tool_choice=None if body.tool_choice in (None, "none", "auto") else
-                       body.tool_choice, text_format=None if text_format == "text" else text_format,
-                       reasoning=body.reasoning, top_logprobs=body.top_logprobs)
+                       body.tool_choice, reasoning=body.reasoning, top_logprobs=body.top_logprobs)
     if body.max_output_tokens is not None and body.max_output_tokens < 1:
         raise bad_request("'max_output_tokens' must be at least 1", param="max_output_tokens")
 
@@ -152,6 +151,7 @@ async def responses(request: Request[Any, Any, Any], catalog: Catalog, queue: Jo
     messages = _messages(body)
     if not messages:
         raise bad_request("'input' is empty", param="input")
+    output, echoed_format = responses_text_format(body.text)
     temperature = 1.0 if body.temperature is None else body.temperature
     top_p = 1.0 if body.top_p is None else body.top_p
     fields = {"temperature": temperature, "top_p": top_p, "num_predict": body.max_output_tokens,
@@ -160,12 +160,13 @@ async def responses(request: Request[Any, Any, Any], catalog: Catalog, queue: Jo
         id=new_job_id(), model=body.model, digest=model.record.weights_digest, prompt=model.render_chat(messages),
         options=merge_options(model.record.parameters, body.options,
                               {k: v for k, v in fields.items() if v is not None}),
-        keep_alive=keep_alive_seconds(body.keep_alive), created=time.time(),
+        keep_alive=keep_alive_seconds(body.keep_alive), created=time.time(), format=output, user=body.user,
     )
     shell = ResponseObject(
         id=f"resp_{secrets.token_hex(16)}", created_at=int(time.time()), model=body.model, status="in_progress",
         output=[], instructions=body.instructions, max_output_tokens=body.max_output_tokens,
         temperature=temperature, top_p=top_p, metadata=body.metadata or {},
+        text={**(body.text or {}), "format": echoed_format},
     )
     generation, first = await start(queue, job, request.receive)
     if body.stream:
