@@ -34,6 +34,14 @@ class ResolvedModel:
     record: ModelRecord
     gguf: GGUFInfo
 
+    @property
+    def vocab_size(self) -> int | None:
+        """Tokens in the vocabulary, when the GGUF lists them (it always does for llama.cpp)."""
+        tokens = self.gguf.metadata.get("tokenizer.ggml.tokens")
+        if isinstance(tokens, list):
+            return len(tokens)
+        return self.gguf.omitted_arrays.get("tokenizer.ggml.tokens")
+
     def _template_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Modelfile MESSAGEs first; its SYSTEM unless the request brings its own."""
         head: list[dict[str, Any]] = []

@@ -19,7 +19,7 @@ from litestar.types import Receive
 from gateway import metrics
 from gateway.errors import ApiError, queue_full
 from gateway.jobs import JobQueue, QueueFull
-from herd.protocol import Done, Embeddings, Error, Event, Job, Token
+from herd.protocol import Done, Embeddings, Error, Event, Job, Token, TokenLogprob
 
 T = TypeVar("T")
 
@@ -36,6 +36,7 @@ class Outcome:
 
     text: str
     done: Done
+    logprobs: list[TokenLogprob] = dataclasses.field(default_factory=list)  # when the job asked for them
 
 
 async def _until_disconnect(receive: Receive) -> None:
@@ -115,16 +116,19 @@ class Generation:
         """The whole answer, for `stream: false`; nothing is shown before the end, so a
         requeued job simply starts over."""
         parts: list[str] = []
+        logprobs: list[TokenLogprob] = []
         event = first
         while True:
             if self._restarted:
                 parts.clear()
+                logprobs.clear()
                 self._restarted = False
             event = _text_event(event)
             if isinstance(event, Token):
                 parts.append(event.text)
+                logprobs.extend(event.logprobs or ())
             elif isinstance(event, Done):
-                return Outcome("".join(parts), event)
+                return Outcome("".join(parts), event, logprobs)
             else:
                 raise ApiError(event.status if 400 <= event.status < 600 else 500, event.message)
             event = await self._next()

@@ -15,13 +15,15 @@ from gateway.catalog import Catalog, ResolvedModel
 from gateway.errors import bad_request, decode_body
 from gateway.generation import Generation, start
 from gateway.jobs import JobQueue, new_job_id
+from gateway.logprobs import MAX_TOP_LOGPROBS, token_text
 from gateway.options import merge_options
 from gateway.requests import keep_alive_seconds, reject_unsupported
+from gateway.structured import ollama_format
 from gateway.tool_calls import ParsedCall, Piece, PlainText, TextSplitter, grouped, split_whole
 from gateway.tool_template import tool_prompt
 from gateway.tools import ToolTurns, read_plan, read_tools
 from herd import __version__
-from herd.protocol import Done, Event, Job, LoadedModel, Token
+from herd.protocol import Done, Event, Job, LoadedModel, Token, TokenLogprob
 from herd.store.store import ModelDetails
 
 OLLAMA_API_VERSION = "0.13.0"  # the Ollama API level Herd answers for
@@ -51,6 +53,18 @@ def _metrics(done: Done, total_ns: int) -> dict[str, Any]:
     }
 
 
+def _logprobs(entries: list[TokenLogprob] | None) -> list[wire.Logprob] | None:
+    """Ollama's shape: token text, logprob, bytes, and the alternatives likewise."""
+    if entries is None:
+        return None
+    return [
+        wire.Logprob(token=token_text(e.piece), logprob=e.logprob, bytes=list(e.piece),
+                     top_logprobs=[wire.TokenLogprob(token=token_text(t.piece), logprob=t.logprob,
+                                                     bytes=list(t.piece)) for t in e.top] or None)
+        for e in entries
+    ]
+
+
 class _Chunks:
     """Builds one dialect chunk for a piece of text or the final Done (generate or chat)."""
 
@@ -58,25 +72,32 @@ class _Chunks:
         self.model = model
         self.chat = chat
 
-    def text(self, text: str) -> bytes:
+    def text(self, text: str, logprobs: list[TokenLogprob] | None = None) -> bytes:
         stamp = now_rfc3339()
+        lps = _logprobs(logprobs)
         if self.chat:
             message = wire.ChatMessageOut(role="assistant", content=text)
-            return _encode(wire.ChatChunk(model=self.model, created_at=stamp, message=message, done=False))
-        return _encode(wire.GenerateChunk(model=self.model, created_at=stamp, response=text, done=False))
+            return _encode(wire.ChatChunk(model=self.model, created_at=stamp, message=message, done=False,
+                                          logprobs=lps))
+        return _encode(wire.GenerateChunk(model=self.model, created_at=stamp, response=text, done=False,
+                                          logprobs=lps))
 
     def calls(self, calls: list[ParsedCall]) -> bytes:
         """Tool calls come whole, in a chunk of their own, as Ollama sends them."""
         message = wire.ChatMessageOut(role="assistant", content="", tool_calls=_tool_calls(calls))
         return _encode(wire.ChatChunk(model=self.model, created_at=now_rfc3339(), message=message, done=False))
 
-    def final(self, done: Done, total_ns: int, text: str = "", calls: list[ParsedCall] | None = None) -> bytes:
+    def final(self, done: Done, total_ns: int, text: str = "", calls: list[ParsedCall] | None = None,
+              logprobs: list[TokenLogprob] | None = None) -> bytes:
         stamp = now_rfc3339()
         metrics = _metrics(done, total_ns)
+        lps = _logprobs(logprobs)
         if self.chat:
             message = wire.ChatMessageOut(role="assistant", content=text, tool_calls=_tool_calls(calls or []))
-            return _encode(wire.ChatChunk(model=self.model, created_at=stamp, message=message, done=True, **metrics))
-        return _encode(wire.GenerateChunk(model=self.model, created_at=stamp, response=text, done=True, **metrics))
+            return _encode(wire.ChatChunk(model=self.model, created_at=stamp, message=message, done=True,
+                                          logprobs=lps, **metrics))
+        return _encode(wire.GenerateChunk(model=self.model, created_at=stamp, response=text, done=True,
+                                          logprobs=lps, **metrics))
 
 
 def _tool_calls(calls: list[ParsedCall]) -> list[wire.ToolCall] | None:
@@ -90,8 +111,14 @@ async def _ndjson(generation: Generation, first: Event, chunks: _Chunks, text: T
 
     async for event in generation.rest(first):
         if isinstance(event, Token):
-            for line in lines(text.feed(event.text)):
-                yield line
+            pieces = list(grouped(text.feed(event.text)))
+            if not pieces and event.logprobs is not None:  # text held back: keep the entries
+                yield chunks.text("", event.logprobs) + b"\n"
+            for i, piece in enumerate(pieces):
+                if isinstance(piece, str):
+                    yield chunks.text(piece, event.logprobs if i == 0 else None) + b"\n"
+                else:
+                    yield chunks.calls(piece) + b"\n"
         elif isinstance(event, Done):
             for line in lines(text.finish()):
                 yield line
@@ -112,7 +139,8 @@ async def _answer(
                       headers={"X-Accel-Buffering": "no"})
     outcome = await generation.watch(request.receive, generation.collect(first))
     content, calls = split_whole(outcome.text, text)
-    return Response(chunks.final(outcome.done, generation.total_duration(), content, calls),
+    logprobs = outcome.logprobs if job.logprobs is not None else None
+    return Response(chunks.final(outcome.done, generation.total_duration(), content, calls, logprobs),
                     media_type="application/json")
 
 
@@ -127,7 +155,7 @@ async def _load_or_unload(request: Request[Any, Any, Any], queue: JobQueue, mode
 
 
 def _job(model: ResolvedModel, name: str, prompt: str | None, options: dict[str, Any] | None,
-         keep_alive: Any) -> Job:
+         keep_alive: Any, body: wire.GenerateRequest | wire.ChatRequest | None = None) -> Job:
     return Job(
         id=new_job_id(),
         model=name,
@@ -136,24 +164,32 @@ def _job(model: ResolvedModel, name: str, prompt: str | None, options: dict[str,
         options=merge_options(model.record.parameters, options),
         keep_alive=keep_alive_seconds(keep_alive),
         created=datetime.datetime.now(datetime.UTC).timestamp(),
+        format=None if body is None else ollama_format(body.format),
+        logprobs=None if body is None else _logprobs_wanted(body),
     )
+
+
+def _logprobs_wanted(body: wire.GenerateRequest | wire.ChatRequest) -> int | None:
+    """How many alternatives per token to report; None: no logprobs (top_logprobs alone asks
+    for nothing, as in Ollama)."""
+    top = body.top_logprobs or 0
+    if not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise bad_request(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="top_logprobs")
+    return top if body.logprobs else None
 
 
 @post("/api/generate", status_code=200)
 async def generate(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueue) -> Response[bytes] | Stream:
     body: wire.GenerateRequest = decode_body(await request.body(), wire.GenerateRequest)
     model = await catalog.resolve(body.model)
-    reject_unsupported(
-        format=body.format, images=body.images, think=body.think, logprobs=body.logprobs,
-        suffix=body.suffix or None, context=body.context,
-    )
+    reject_unsupported(images=body.images, think=body.think, suffix=body.suffix or None, context=body.context)
     if body.raw and (body.template or body.system):
         raise bad_request("raw mode does not support template, system, or context")
     chunks = _Chunks(body.model, chat=False)
     if not body.prompt:
         return await _load_or_unload(request, queue, model, body.model, body.options, body.keep_alive, chunks)
     prompt = body.prompt if body.raw else model.render_generate(body.prompt, body.system, template=body.template)
-    job = _job(model, body.model, prompt, body.options, body.keep_alive)
+    job = _job(model, body.model, prompt, body.options, body.keep_alive, body)
     return await _answer(request, queue, job, body.stream, chunks)
 
 
@@ -162,8 +198,7 @@ async def chat(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueu
     body: wire.ChatRequest = decode_body(await request.body(), wire.ChatRequest)
     model = await catalog.resolve(body.model)
     reject_unsupported(
-        format=body.format, think=body.think, logprobs=body.logprobs,
-        images=[i for m in body.messages for i in (m.images or [])],
+        think=body.think, images=[i for m in body.messages for i in (m.images or [])],
     )
     plan = read_plan(read_tools(body.tools), body.tool_choice)
     chunks = _Chunks(body.model, chat=True)
@@ -173,8 +208,11 @@ async def chat(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueu
     messages = [turns.message(m.role, m.content, tool_calls=msgspec.to_builtins(m.tool_calls),
                               tool_call_id=m.tool_call_id, tool_name=m.tool_name) for m in body.messages]
     prepared = tool_prompt(model, messages, plan)
-    job = _job(model, body.model, prepared.prompt, body.options, body.keep_alive)
-    job.format = prepared.format
+    job = _job(model, body.model, prepared.prompt, body.options, body.keep_alive, body)
+    if prepared.format is not None:
+        if job.format is not None:
+            raise bad_request("'format' cannot be combined with a forced tool call ('tool_choice')", param="format")
+        job.format = prepared.format
     return await _answer(request, queue, job, body.stream, chunks, prepared.splitter())
 
 

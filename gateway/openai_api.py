@@ -17,12 +17,14 @@ from gateway.catalog import Catalog, ResolvedModel
 from gateway.errors import bad_request, decode_body, model_not_found
 from gateway.generation import Generation, Outcome, start
 from gateway.jobs import JobQueue, new_job_id
+from gateway.logprobs import MAX_TOP_LOGPROBS, chat_logprobs, completion_logprobs
 from gateway.options import merge_options
-from gateway.requests import keep_alive_seconds, reject_unsupported
+from gateway.requests import keep_alive_seconds, logit_bias, reject_unsupported
+from gateway.structured import openai_response_format
 from gateway.tool_calls import ParsedCall, TextSplitter, grouped, split_whole
 from gateway.tool_template import tool_prompt
 from gateway.tools import ToolTurns, read_plan, read_tools
-from herd.protocol import Done, Event, Job, Token
+from herd.protocol import Done, Event, Job, OutputFormat, Token
 from herd.store.store import ModelRecord
 
 _encode = msgspec.json.Encoder().encode
@@ -72,11 +74,32 @@ def _check_common(body: wire.ChatCompletionRequest | wire.CompletionRequest) -> 
         raise bad_request("'n' other than 1 is not supported", param="n")
     if body.max_tokens is not None and body.max_tokens < 1:
         raise bad_request("'max_tokens' must be at least 1", param="max_tokens")
-    reject_unsupported(logprobs=body.logprobs, top_logprobs=body.top_logprobs, logit_bias=body.logit_bias)
+
+
+def _chat_logprobs(body: wire.ChatCompletionRequest) -> int | None:
+    """`logprobs: true` and `top_logprobs` (0-20) → alternatives per token; None: off."""
+    if body.logprobs is not None and not isinstance(body.logprobs, bool):
+        raise bad_request("'logprobs' must be a boolean", param="logprobs")
+    top = body.top_logprobs
+    if top is not None and not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise bad_request(f"'top_logprobs' must be between 0 and {MAX_TOP_LOGPROBS}", param="top_logprobs")
+    if top is not None and not body.logprobs:
+        raise bad_request("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs")
+    return (top or 0) if body.logprobs else None
+
+
+def _completion_logprobs(body: wire.CompletionRequest) -> int | None:
+    """The legacy `logprobs: N`: each token's logprob and the N most likely (0-20)."""
+    value = body.logprobs
+    if value is None or value is False:
+        return None
+    if isinstance(value, bool) or not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise bad_request(f"'logprobs' must be an integer between 0 and {MAX_TOP_LOGPROBS}", param="logprobs")
+    return value
 
 
 def _job(model: ResolvedModel, body: wire.ChatCompletionRequest | wire.CompletionRequest, prompt: str,
-         max_tokens: int | None) -> Job:
+         max_tokens: int | None, *, output: OutputFormat | None = None, logprobs: int | None = None) -> Job:
     return Job(
         id=new_job_id(),
         model=body.model,
@@ -85,6 +108,10 @@ def _job(model: ResolvedModel, body: wire.ChatCompletionRequest | wire.Completio
         options=merge_options(model.record.parameters, _sampling(body, max_tokens)),
         keep_alive=keep_alive_seconds(body.keep_alive),
         created=time.time(),
+        format=output,
+        logprobs=logprobs,
+        logit_bias=logit_bias(body.logit_bias, model.vocab_size),
+        user=body.user,
     )
 
 
@@ -109,16 +136,21 @@ async def chat_completions(request: Request[Any, Any, Any], catalog: Catalog,
         raise bad_request("[] is too short - 'messages'", param="messages")
     model = await catalog.resolve(body.model)
     _check_common(body)
-    response_format = None if (body.response_format or {}).get("type") == "text" else body.response_format
-    reject_unsupported(response_format=response_format, reasoning_effort=body.reasoning_effort)
+    reject_unsupported(reasoning_effort=body.reasoning_effort)
+    output = openai_response_format(body.response_format)
+    logprobs = _chat_logprobs(body)
     plan = read_plan(read_tools(body.tools), body.tool_choice, parallel=body.parallel_tool_calls)
     turns = ToolTurns()
     messages = [turns.message("system" if m.role == "developer" else m.role, _message_text(m),
                               tool_calls=m.tool_calls, tool_call_id=m.tool_call_id) for m in body.messages]
     max_tokens = body.max_completion_tokens or body.max_tokens
     prepared = tool_prompt(model, messages, plan)
-    job = _job(model, body, prepared.prompt, max_tokens)
-    job.format = prepared.format
+    job = _job(model, body, prepared.prompt, max_tokens, output=output, logprobs=logprobs)
+    if prepared.format is not None:
+        if output is not None:
+            raise bad_request("'response_format' cannot be combined with a forced tool call ('tool_choice' "
+                              "required or a named function)", param="response_format")
+        job.format = prepared.format
     text = prepared.splitter()
     generation, first = await start(queue, job, request.receive)
     completion_id = f"chatcmpl-{secrets.token_hex(12)}"
@@ -134,7 +166,8 @@ async def chat_completions(request: Request[Any, Any, Any], catalog: Catalog,
     return Response(_encode(wire.ChatCompletion(
         id=completion_id, object="chat.completion", created=created, model=body.model,
         choices=[wire.ChatChoice(index=0, message=message,
-                                 finish_reason="tool_calls" if calls else _finish_reason(outcome.done))],
+                                 finish_reason="tool_calls" if calls else _finish_reason(outcome.done),
+                                 logprobs=None if logprobs is None else chat_logprobs(outcome.logprobs))],
         usage=_usage(outcome.done),
     )), media_type="application/json")
 
@@ -152,17 +185,22 @@ def _delta(piece: str | list[ParsedCall]) -> wire.Delta:
 
 async def _chat_sse(generation: Generation, first: Event, completion_id: str, created: int, model: str,
                     include_usage: bool, text: TextSplitter) -> AsyncIterator[bytes]:
-    def chunk(delta: wire.Delta, finish: wire.FinishReason | None = None) -> bytes:
+    def chunk(delta: wire.Delta, finish: wire.FinishReason | None = None,
+              logprobs: wire.ChoiceLogprobs | None = None) -> bytes:
         return _sse(wire.ChatCompletionChunk(
             id=completion_id, object="chat.completion.chunk", created=created, model=model,
-            choices=[wire.ChunkChoice(index=0, delta=delta, finish_reason=finish)],
+            choices=[wire.ChunkChoice(index=0, delta=delta, finish_reason=finish, logprobs=logprobs)],
         ))
 
     yield chunk(wire.Delta(role="assistant", content=""))
     async for event in generation.rest(first):
         if isinstance(event, Token):
-            for piece in grouped(text.feed(event.text)):
-                yield chunk(_delta(piece))
+            logprobs = None if event.logprobs is None else chat_logprobs(event.logprobs)
+            pieces = list(grouped(text.feed(event.text)))
+            if not pieces and logprobs is not None:  # text held back (a possible tool call): keep the entries
+                yield chunk(wire.Delta(content=""), logprobs=logprobs)
+            for i, piece in enumerate(pieces):
+                yield chunk(_delta(piece), logprobs=logprobs if i == 0 else None)
         elif isinstance(event, Done):
             for piece in grouped(text.finish()):
                 yield chunk(_delta(piece))
@@ -185,36 +223,45 @@ async def completions(request: Request[Any, Any, Any], catalog: Catalog,
     model = await catalog.resolve(body.model)
     _check_common(body)
     reject_unsupported(suffix=body.suffix, echo=body.echo, best_of=None if body.best_of in (None, 1) else body.best_of)
+    logprobs = _completion_logprobs(body)
     job = _job(model, body, model.render_generate(body.prompt, None) if body.prompt else body.prompt,
-               body.max_tokens)
+               body.max_tokens, logprobs=logprobs)
     generation, first = await start(queue, job, request.receive)
     completion_id = f"cmpl-{secrets.token_hex(12)}"
     created = int(time.time())
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return Stream(_completion_sse(generation, first, completion_id, created, body.model, usage),
+        return Stream(_completion_sse(generation, first, completion_id, created, body.model, usage, len(body.prompt)),
                       media_type=SSE, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     outcome: Outcome = await generation.watch(request.receive, generation.collect(first))
     return Response(_encode(wire.Completion(
         id=completion_id, object="text_completion", created=created, model=body.model,
-        choices=[wire.CompletionChoice(index=0, text=outcome.text, finish_reason=_finish_reason(outcome.done))],
+        choices=[wire.CompletionChoice(
+            index=0, text=outcome.text, finish_reason=_finish_reason(outcome.done),
+            logprobs=None if logprobs is None else completion_logprobs(outcome.logprobs, len(body.prompt)))],
         usage=_usage(outcome.done),
     )), media_type="application/json")
 
 
 async def _completion_sse(generation: Generation, first: Event, completion_id: str, created: int, model: str,
-                          include_usage: bool) -> AsyncIterator[bytes]:
+                          include_usage: bool, prompt_length: int) -> AsyncIterator[bytes]:
     def chunk(text: str, finish: wire.FinishReason | None = None, usage: wire.Usage | None = None,
-              choices: bool = True) -> bytes:
+              choices: bool = True, logprobs: wire.CompletionLogprobs | None = None) -> bytes:
         return _sse(wire.Completion(
             id=completion_id, object="text_completion", created=created, model=model,
-            choices=[wire.CompletionChoice(index=0, text=text, finish_reason=finish)] if choices else [],
+            choices=[wire.CompletionChoice(index=0, text=text, finish_reason=finish, logprobs=logprobs)]
+            if choices else [],
             usage=usage,
         ))
 
+    offset = prompt_length  # text_offset counts from the start of the prompt, as OpenAI's does
     async for event in generation.rest(first):
         if isinstance(event, Token):
-            yield chunk(event.text)
+            logprobs = None
+            if event.logprobs is not None:
+                logprobs = completion_logprobs(event.logprobs, offset)
+                offset += sum(len(token) for token in logprobs.tokens)
+            yield chunk(event.text, logprobs=logprobs)
         elif isinstance(event, Done):
             yield chunk("", _finish_reason(event))
             if include_usage:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gateway.errors import bad_request
@@ -26,3 +27,28 @@ def reject_unsupported(**fields: Any) -> None:
     for name, value in fields.items():
         if value not in (None, False, "", [], {}):
             raise bad_request(f"'{name}' is not supported by this server yet", param=name)
+
+
+_TOKEN_ID = re.compile(r"-?[0-9]{1,12}")
+LOGIT_BIAS_LIMIT = 100.0  # OpenAI's range: -100 bans a token, +100 all but forces it
+
+
+def logit_bias(raw: dict[str, float] | None, vocab_size: int | None) -> dict[int, float] | None:
+    """OpenAI's `logit_bias` (token id as a string → bias) as token ids, or a 400. Ids are
+    checked against the vocabulary when the GGUF says its size (the worker checks anyway)."""
+    if not raw:
+        return None
+    out: dict[int, float] = {}
+    for key, bias in raw.items():
+        if not _TOKEN_ID.fullmatch(key):
+            raise bad_request(f"invalid key in 'logit_bias': {key!r} is not a token id", param="logit_bias")
+        token = int(key)
+        if token < 0 or (vocab_size is not None and token >= vocab_size):
+            limit = f" (the vocabulary has {vocab_size} tokens)" if vocab_size is not None else ""
+            raise bad_request(f"invalid key in 'logit_bias': token id {token} is out of range{limit}",
+                              param="logit_bias")
+        if not -LOGIT_BIAS_LIMIT <= bias <= LOGIT_BIAS_LIMIT:
+            raise bad_request(f"invalid value in 'logit_bias' for {key}: {bias} is not between -100 and 100",
+                              param="logit_bias")
+        out[token] = float(bias)
+    return out

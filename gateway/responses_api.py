@@ -22,6 +22,7 @@ from gateway.jobs import JobQueue, new_job_id
 from gateway.options import merge_options
 from gateway.requests import keep_alive_seconds, reject_unsupported
 from gateway.responses_tools import FunctionCallItem, add_tool_item, decode_item, function_call_item
+from gateway.structured import responses_text_format
 from gateway.tool_calls import ParsedCall, PlainText, TextSplitter, split_whole
 from gateway.tool_template import tool_prompt
 from gateway.tools import ToolPlan, ToolTurns, read_plan, read_tools
@@ -148,9 +149,7 @@ def _check(body: ResponsesRequest) -> ToolPlan:
     if body.previous_response_id or body.conversation:
         raise bad_request("this server is stateless: 'previous_response_id' and 'conversation' are not supported",
                           param="previous_response_id")
-    text_format = (body.text or {}).get("format", {}).get("type", "text")
-    reject_unsupported(text_format=None if text_format == "text" else text_format,
-                       reasoning=body.reasoning, top_logprobs=body.top_logprobs)
+    reject_unsupported(reasoning=body.reasoning, top_logprobs=body.top_logprobs)
     if body.max_output_tokens is not None and body.max_output_tokens < 1:
         raise bad_request("'max_output_tokens' must be at least 1", param="max_output_tokens")
     tools = read_tools(body.tools, flat=True)
@@ -167,16 +166,21 @@ async def responses(request: Request[Any, Any, Any], catalog: Catalog, queue: Jo
     messages = _messages(body)
     if not messages:
         raise bad_request("'input' is empty", param="input")
+    output_format, echoed_format = responses_text_format(body.text)
     temperature = 1.0 if body.temperature is None else body.temperature
     top_p = 1.0 if body.top_p is None else body.top_p
     fields = {"temperature": temperature, "top_p": top_p, "num_predict": body.max_output_tokens,
               "num_ctx": body.num_ctx, "top_k": body.top_k, "seed": body.seed}
     prepared = tool_prompt(model, messages, plan)
+    if prepared.format is not None and output_format is not None:
+        raise bad_request("'text.format' cannot be combined with a forced tool call ('tool_choice')",
+                          param="text.format")
     job = Job(
         id=new_job_id(), model=body.model, **model.record.load_target(), prompt=prepared.prompt,
         options=merge_options(model.record.parameters, body.options,
                               {k: v for k, v in fields.items() if v is not None}),
-        keep_alive=keep_alive_seconds(body.keep_alive), created=time.time(), format=prepared.format,
+        keep_alive=keep_alive_seconds(body.keep_alive), created=time.time(),
+        format=prepared.format or output_format, user=body.user,
     )
     shell = ResponseObject(
         id=f"resp_{secrets.token_hex(16)}", created_at=int(time.time()), model=body.model, status="in_progress",
@@ -184,6 +188,7 @@ async def responses(request: Request[Any, Any, Any], catalog: Catalog, queue: Jo
         temperature=temperature, top_p=top_p, metadata=body.metadata or {},
         tools=body.tools or [], tool_choice=body.tool_choice or ("auto" if plan.tools else "none"),
         parallel_tool_calls=bool(plan.tools) and plan.parallel,
+        text={**(body.text or {}), "format": echoed_format},
     )
     text = prepared.splitter()
     generation, first = await start(queue, job, request.receive)

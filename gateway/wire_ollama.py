@@ -88,6 +88,21 @@ class ModelRequest(msgspec.Struct, forbid_unknown_fields=True):
         return self.model or self.name
 
 
+class TokenLogprob(msgspec.Struct, omit_defaults=True):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class Logprob(msgspec.Struct, omit_defaults=True):
+    """A generated token's log probability, with the most likely alternatives if asked."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top_logprobs: list[TokenLogprob] | None = None
+
+
 class GenerateChunk(msgspec.Struct, omit_defaults=True):
     model: str
     created_at: str
@@ -101,6 +116,7 @@ class GenerateChunk(msgspec.Struct, omit_defaults=True):
     prompt_eval_duration: int | None = None
     eval_count: int | None = None
     eval_duration: int | None = None
+    logprobs: list[Logprob] | None = None
 
 
 class ChatMessageOut(msgspec.Struct, omit_defaults=True):
@@ -121,6 +137,7 @@ class ChatChunk(msgspec.Struct, omit_defaults=True):
     prompt_eval_duration: int | None = None
     eval_count: int | None = None
     eval_duration: int | None = None
+    logprobs: list[Logprob] | None = None
 
 
 class ListedModel(msgspec.Struct):

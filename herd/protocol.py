@@ -149,6 +149,9 @@ class Job(msgspec.Struct, kw_only=True):
     format: OutputFormat | None = None  # constrain the output (structured outputs, forced tool calls)
     weights: str = ""  # sha256 hex of the GGUF weights when it differs from `digest` (adapters)
     adapters: list[str] = []  # sha256 hex of LoRA adapter GGUFs, applied in order
+    logprobs: int | None = None  # report each token's log probability and this many alternatives (0-20); None: off
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit before sampling (OpenAI logit_bias)
+    user: str | None = None  # the client's end-user id (OpenAI `user`): logged for audit, never used to decode
 
 
 class LoadRequest(msgspec.Struct, kw_only=True):
@@ -176,10 +179,29 @@ class Control(msgspec.Struct, kw_only=True):
     adapters: list[str] = []
 
 
-class Token(msgspec.Struct, tag="token", kw_only=True):
+class TopLogprob(msgspec.Struct, array_like=True):
+    """One of the most likely tokens at a position: its bytes and log probability."""
+
+    piece: bytes  # what the token detokenizes to; may be part of a UTF-8 character
+    logprob: float
+
+
+class TokenLogprob(msgspec.Struct, array_like=True):
+    """A sampled token: its bytes, its log probability under the model's raw distribution
+    (before bias, grammar, penalties and temperature), and the most likely alternatives."""
+
+    piece: bytes
+    logprob: float
+    top: list[TopLogprob] = []
+
+
+class Token(msgspec.Struct, tag="token", kw_only=True, omit_defaults=True):
     attempt: int
     seq: int
     text: str
+    # Asked for with Job.logprobs: one entry per sampled token whose text begins in `text`
+    # (a token held back as a possible stop string comes with the text it released).
+    logprobs: list[TokenLogprob] | None = None
 
 
 class Done(msgspec.Struct, tag="done", kw_only=True):

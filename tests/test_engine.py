@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
-from herd.protocol import SamplingOptions
+from herd.protocol import OutputFormat, SamplingOptions, TokenLogprob
 
 pytest.importorskip("llama_cpp")
 
@@ -22,6 +23,7 @@ from worker.engine import (
     NoFreeSlot,
     TextOut,
 )
+from worker.grammar import gbnf
 from worker.sampling import SequenceSampler
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -65,6 +67,7 @@ class Outcome:
     text: str = ""
     end: Finished | Failed | None = None
     chunks: list[str] = field(default_factory=list)
+    logprob_chunks: list[list[TokenLogprob] | None] = field(default_factory=list)
 
 
 def collect(events: list[EngineEvent], into: dict[str, Outcome]) -> None:
@@ -74,6 +77,7 @@ def collect(events: list[EngineEvent], into: dict[str, Outcome]) -> None:
         if isinstance(ev, TextOut):
             out.text += ev.text
             out.chunks.append(ev.text)
+            out.logprob_chunks.append(ev.logprobs)
         else:
             out.end = ev
 
@@ -291,6 +295,150 @@ def test_sampler_chain_order(options: SamplingOptions, stages: list[str]) -> Non
     finally:
         sampler.free()
         sampler.free()
+
+
+def test_logit_bias_comes_first_and_the_grammar_stands_beside_the_chain(engine: Engine) -> None:
+    weights = engine.weights
+    sampler = SequenceSampler(SamplingOptions(temperature=0), weights.n_vocab, CTX, vocab=weights.vocab,
+                              grammar=gbnf(OutputFormat()), logit_bias={5: -100.0})
+    try:
+        assert sampler.stages == ["logit_bias", "greedy"]
+        assert sampler.grammar is not None
+    finally:
+        sampler.free()
+        sampler.free()
+
+
+# -- structured outputs, logprobs and logit bias -----------------------------------------
+
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"},
+                   "is_student": {"type": "boolean"}},
+    "required": ["name", "age", "is_student"],
+}
+# What a forced tool call looks like (the tools engineer's contract): $defs/$ref, anyOf, const, enum.
+TOOL_CALL = {
+    "$defs": {
+        "Weather": {"type": "object", "properties": {
+            "name": {"const": "get_weather"},
+            "arguments": {"type": "object", "properties": {
+                "city": {"type": "string", "maxLength": 20},
+                "unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["city", "unit"]}},
+            "required": ["name", "arguments"]},
+        "Time": {"type": "object", "properties": {
+            "name": {"const": "get_time"},
+            "arguments": {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 20}},
+                          "required": ["zone"]}},
+            "required": ["name", "arguments"]},
+    },
+    "oneOf": [{"$ref": "#/$defs/Weather"}, {"$ref": "#/$defs/Time"}],
+}
+
+
+def generate(engine: Engine, prompt: str, options: SamplingOptions, **kwargs: object) -> Outcome:
+    engine.add("one", prompt, options, **kwargs)  # type: ignore[arg-type]
+    return drain(engine)["one"]
+
+
+@pytest.mark.parametrize("schema", [PERSON, TOOL_CALL, None], ids=["person", "tool-call", "any-object"])
+def test_grammar_with_greedy_gives_valid_json_and_stops_at_its_end(engine: Engine, schema: dict | None) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    prompt = chat("What is the weather in Paris? Answer as JSON." if schema is TOOL_CALL else
+                  "Describe a fictional person as JSON with name, age and is_student.")
+    out = generate(engine, prompt, greedy(120), output=OutputFormat(json_schema=schema))
+    assert finished(out).done_reason == "stop"  # end-of-generation was reachable once the JSON was done
+    value = json.loads(out.text)
+    jsonschema.validate(value, schema or {"type": "object"})
+
+
+def test_grammar_holds_under_sampling_and_in_a_batch(engine: Engine) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    sampled = SamplingOptions(temperature=1.0, top_k=40, top_p=0.95, seed=3, num_predict=120)
+    for i in range(N_PARALLEL - 1):
+        engine.add(f"json{i}", chat("Describe a person as JSON."), sampled, output=OutputFormat(json_schema=PERSON))
+    engine.add("plain", STORY, greedy())
+    outs = drain(engine)
+    for i in range(N_PARALLEL - 1):
+        out = outs[f"json{i}"]
+        if finished(out).done_reason == "stop":
+            jsonschema.validate(json.loads(out.text), PERSON)
+        else:  # cut by num_predict: a prefix of valid JSON, never anything else
+            assert out.text.startswith("{")
+    assert finished(outs["plain"]).eval_count == 48
+
+
+def test_grammar_applies_to_what_is_generated_not_to_the_prompt(engine: Engine) -> None:
+    # Penalties see the prompt; the grammar must not (it would reject it and abort).
+    options = SamplingOptions(temperature=0, repeat_penalty=1.2, num_predict=120)
+    out = generate(engine, chat("A person as JSON."), options, output=OutputFormat(json_schema=PERSON))
+    json.loads(out.text)
+
+
+@pytest.mark.parametrize(
+    ("schema", "needle"),
+    [
+        ({"$ref": "https://example.com/schema.json"}, "only local references"),
+        ({"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}, "does not resolve"),
+        ({"type": "string", "pattern": "^[a-z$"}, "invalid format"),
+        ({"type": "array", "items": {"type": "string"}, "minItems": 3, "maxItems": 1}, "less than"),
+    ],
+)
+def test_a_schema_the_compiler_cannot_handle_fails_the_request_with_400(engine: Engine, schema: dict,
+                                                                         needle: str) -> None:
+    out = generate(engine, chat("Hi"), greedy(8), output=OutputFormat(json_schema=schema))
+    assert isinstance(out.end, Failed) and out.end.status == 400 and needle in out.end.message
+    assert engine.free_slots == engine.n_parallel
+
+
+def test_a_cut_json_ends_with_length(engine: Engine) -> None:
+    out = generate(engine, chat("A person as JSON."), greedy(4), output=OutputFormat(json_schema=PERSON))
+    assert finished(out).done_reason == "length" and out.text.startswith("{")
+
+
+def test_logprobs_are_one_per_token_aligned_with_the_text(engine: Engine) -> None:
+    out = generate(engine, STORY, greedy(24), logprobs=3)
+    assert finished(out).eval_count == 24
+    entries = [e for chunk in out.logprob_chunks for e in chunk]
+    assert len(entries) == 24
+    assert b"".join(e.piece for e in entries).decode() == out.text
+    for text, chunk in zip(out.chunks, out.logprob_chunks, strict=True):
+        assert b"".join(e.piece for e in chunk).decode() == text
+    for e in entries:
+        assert e.logprob <= 0 and len(e.top) == 3
+        assert [t.logprob for t in e.top] == sorted((t.logprob for t in e.top), reverse=True)
+        assert e.piece == e.top[0].piece and e.logprob == pytest.approx(e.top[0].logprob)  # greedy: the arg max
+    assert all(out.logprob_chunks) and len(out.logprob_chunks) == len(out.chunks)
+
+
+def test_logprobs_of_a_stop_string_are_dropped_with_it(engine: Engine, solo_story: str) -> None:
+    stop = solo_story[20:26]
+    out = generate(engine, STORY, greedy(stop=[stop]), logprobs=0)
+    entries = [e for chunk in out.logprob_chunks for e in chunk]
+    spelled = b"".join(e.piece for e in entries).decode()
+    assert out.text == solo_story[:20]
+    # Tokens that began before the stop string are reported; at most the last runs into it.
+    assert spelled.startswith(out.text) and stop not in spelled[: len(out.text)]
+    assert all(not e.top for e in entries)
+
+
+def test_no_logprobs_unless_asked(engine: Engine) -> None:
+    out = generate(engine, STORY, greedy(8))
+    assert out.logprob_chunks == [None] * len(out.chunks)
+
+
+def test_logit_bias_bans_and_forces_tokens(engine: Engine, solo_story: str) -> None:
+    first = engine.weights.tokenize(solo_story, add_special=False)[0]
+    banned = generate(engine, STORY, greedy(8), logit_bias={first: -100.0})
+    assert not banned.text.startswith(engine.weights.token_piece(first).decode())
+    forced_token = engine.weights.tokenize(" banana", add_special=False)[0]
+    forced = generate(engine, STORY, greedy(4), logit_bias={forced_token: 100.0})
+    assert forced.text == engine.weights.token_piece(forced_token).decode() * 4
+
+
+def test_logit_bias_outside_the_vocabulary_fails_with_400(engine: Engine) -> None:
+    out = generate(engine, STORY, greedy(4), logit_bias={engine.weights.n_vocab: 1.0})
+    assert isinstance(out.end, Failed) and out.end.status == 400 and "logit_bias" in out.end.message
 
 
 def test_close_is_idempotent() -> None:

@@ -270,5 +270,5 @@ def test_a_loaded_model_keeps_streaming_while_another_loads(tmp_path: Path) -> N
             reading.join(10)
         assert loaded["done_reason"] == "load" and loaded["load_duration"] > 0
         during = [t for t in arrivals if asked <= t <= answered]
-        assert len(during) >= 3, (f"{[round(t - asked, 2) for t in arrivals]} {answered - asked:.2f} {len(during)} tokens of the loaded model streamed during a "
+        assert len(during) >= 3, (f"{len(during)} tokens of the loaded model streamed during a "
                                   f"{loaded['load_duration'] / 1e9:.2f} s load of another")

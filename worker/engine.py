@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import ctypes
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
 
-from herd.protocol import SamplingOptions
+from herd.protocol import OutputFormat, SamplingOptions, TokenLogprob
+from worker.grammar import GrammarError, gbnf
 from worker.llama_model import LoadedWeights, context_params, lib
-from worker.sampling import SequenceSampler
+from worker.logprobs import MAX_TOP, logprob_entry
+from worker.sampling import GrammarDeadEnd, GrammarRejected, SequenceSampler
 from worker.text_stream import TextStream
 
 TOO_LONG = "the input length exceeds the context length"
@@ -33,6 +35,7 @@ class NoFreeSlot(RuntimeError):
 class TextOut(msgspec.Struct, frozen=True):
     request_id: str
     text: str
+    logprobs: list[TokenLogprob] | None = None  # the tokens whose text begins in `text`, if asked
 
 
 class Finished(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,11 +62,14 @@ class _Seq:
     __slots__ = (
         "fed",
         "generated",
+        "held_logprobs",
         "limit",
+        "logprobs",
         "n_past",
         "next_token",
         "num_predict",
         "prompt",
+        "released",
         "request_id",
         "sampler",
         "seq_id",
@@ -81,6 +87,7 @@ class _Seq:
         options: SamplingOptions,
         sampler: SequenceSampler,
         limit: int,
+        logprobs: int | None = None,
     ) -> None:
         self.request_id = request_id
         self.seq_id = seq_id
@@ -96,6 +103,25 @@ class _Seq:
         self.t_admit = time.perf_counter_ns()
         self.t_prefilled = 0
         self.t_first = 0
+        # Logprobs go out with the text their token released: entries wait here with the
+        # offset (in decoded characters) where their token's text begins, and leave once
+        # the client has been sent text past that offset. Ones left at the end belong to a
+        # stop string and are dropped with it.
+        self.logprobs = logprobs  # alternatives per token; None: not asked
+        self.held_logprobs: list[tuple[int, TokenLogprob]] = []
+        self.released = 0  # characters of text sent
+
+    def out(self, text: str) -> TextOut:
+        """The event for `text` going out now, with the logprobs that go with it."""
+        if self.logprobs is None:
+            return TextOut(self.request_id, text)
+        self.released += len(text)
+        held = self.held_logprobs
+        n = 0
+        while n < len(held) and held[n][0] < self.released:
+            n += 1
+        self.held_logprobs = held[n:]
+        return TextOut(self.request_id, text, [entry for _, entry in held[:n]])
 
 
 class Engine:
@@ -181,8 +207,11 @@ class Engine:
 
     # -- admission and cancellation --------------------------------------------------------
 
-    def add(self, request_id: str, prompt: str, options: SamplingOptions) -> None:
-        """Admit a request; its events come from later `step()` calls."""
+    def add(self, request_id: str, prompt: str, options: SamplingOptions, *, output: OutputFormat | None = None,
+            logprobs: int | None = None, logit_bias: Mapping[int, float] | None = None) -> None:
+        """Admit a request; its events come from later `step()` calls. `output` constrains the
+        text to a JSON schema; `logprobs` asks for each token's log probability with that many
+        alternatives; `logit_bias` adds to the logits of token ids before sampling."""
         if self._closed:
             raise RuntimeError("the engine is closed")
         if request_id in self._by_id:
@@ -197,10 +226,23 @@ class Engine:
         if len(tokens) >= limit:  # no room left for even one generated token
             self._pending.append(Failed(request_id, TOO_LONG, 400))
             return
-        sampler = SequenceSampler(options, self._weights.n_vocab, limit)
+        n_vocab = self._weights.n_vocab
+        bad = next((t for t in (logit_bias or {}) if not 0 <= t < n_vocab), None)
+        if bad is not None:
+            self._pending.append(Failed(request_id, f"logit_bias: token id {bad} is not in the vocabulary "
+                                                    f"(0..{n_vocab - 1})", 400))
+            return
+        try:
+            grammar = None if output is None else gbnf(output)
+            sampler = SequenceSampler(options, n_vocab, limit, vocab=self._weights.vocab, grammar=grammar,
+                                      logit_bias=logit_bias)
+        except (GrammarError, GrammarRejected) as exc:
+            self._pending.append(Failed(request_id, f"invalid format: {exc}", 400))
+            return
         sampler.prime(tokens)
         seq_id = self._free.pop(0)
-        seq = _Seq(request_id, seq_id, tokens, options, sampler, limit)
+        top = None if logprobs is None else max(0, min(logprobs, MAX_TOP))
+        seq = _Seq(request_id, seq_id, tokens, options, sampler, limit, top)
         self._slots[seq_id] = seq
         self._by_id[request_id] = seq
 
@@ -256,9 +298,18 @@ class Engine:
                 if row < 0:
                     continue  # more prompt to go
                 seq.t_prefilled = end_of_decode
-            token = seq.sampler.sample(ctx, row)
+            try:
+                token = seq.sampler.sample(ctx, row)
+            except GrammarDeadEnd as exc:
+                events.append(Failed(seq.request_id, str(exc), 500))
+                self._release(seq)
+                continue
             if seq.t_first == 0:
                 seq.t_first = time.perf_counter_ns()
+            if seq.logprobs is not None and not self._weights.is_eog(token):
+                entry = logprob_entry(ctx, row, self._weights.n_vocab, token, seq.logprobs,
+                                      self._weights.token_piece)
+                seq.held_logprobs.append((seq.stream.decoded, entry))
             self._advance(seq, token, events)
         return events
 
@@ -319,7 +370,7 @@ class Engine:
         seq.generated += 1
         text, stopped = seq.stream.feed(weights.token_piece(token))
         if text:
-            events.append(TextOut(seq.request_id, text))
+            events.append(seq.out(text))
         if stopped:
             self._finish(seq, "stop", events)
         elif 0 < seq.num_predict <= seq.generated or seq.n_past >= seq.limit:
@@ -330,7 +381,7 @@ class Engine:
     def _finish(self, seq: _Seq, reason: Literal["stop", "length"], events: list[EngineEvent]) -> None:
         rest = seq.stream.flush()
         if rest:
-            events.append(TextOut(seq.request_id, rest))
+            events.append(seq.out(rest))
         now = time.perf_counter_ns()
         events.append(
             Finished(

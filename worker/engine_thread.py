@@ -14,9 +14,9 @@ import dataclasses
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from herd.protocol import Job, SamplingOptions
+from herd.protocol import Job, OutputFormat, SamplingOptions
 from worker.embedder import Embedder, EmbedEvent
 from worker.engine import Engine, EngineEvent, Failed
 
@@ -38,6 +38,9 @@ class _Add:
     request_id: str
     prompt: str
     options: SamplingOptions
+    output: OutputFormat | None = None
+    logprobs: int | None = None
+    logit_bias: Mapping[int, float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +77,10 @@ class EngineThread:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, request_id: str, prompt: str, options: SamplingOptions) -> None:
-        self._inbox.put(_Add(request_id, prompt, options))
+    def submit(self, request_id: str, prompt: str, options: SamplingOptions, *, output: OutputFormat | None = None,
+               logprobs: int | None = None, logit_bias: Mapping[int, float] | None = None) -> None:
+        """Start a generation; the keywords are `Engine.add`'s."""
+        self._inbox.put(_Add(request_id, prompt, options, output, logprobs, logit_bias))
 
     def embed(self, job: Job) -> None:
         """Run an embed job (`job.embed` holds its inputs); it ends with one Embedded or Failed."""
@@ -105,7 +110,8 @@ class EngineThread:
             return [Cancelled(command.request_id)]
         try:
             if isinstance(command, _Add):
-                self.engine.add(command.request_id, command.prompt, command.options)
+                self.engine.add(command.request_id, command.prompt, command.options, output=command.output,
+                                logprobs=command.logprobs, logit_bias=command.logit_bias)
             else:
                 if self._embedder is None:
                     self._embedder = self._make_embedder()

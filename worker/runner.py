@@ -172,8 +172,11 @@ class Worker:
                 self._acks.append((stream, entry_id))
                 continue
             host.running[job.id] = running
+            if job.user:
+                log.info("job %s for %s from user %r", job.id, job.model, job.user)
             if job.prompt is not None:
-                host.thread.submit(job.id, job.prompt, job.options)
+                host.thread.submit(job.id, job.prompt, job.options, output=job.format, logprobs=job.logprobs,
+                                   logit_bias=job.logit_bias)
             else:
                 host.thread.embed(job)
         self._outbox_ready.set()
@@ -324,7 +327,8 @@ class Worker:
             if running is None:
                 continue
             if isinstance(event, TextOut):
-                self._emit_event(running, Token(attempt=running.attempt, seq=running.next_seq(), text=event.text))
+                self._emit_event(running, Token(attempt=running.attempt, seq=running.next_seq(), text=event.text,
+                                                logprobs=event.logprobs))
                 continue
             if isinstance(event, Finished):
                 self._emit_event(running, self._done(host, running, event.done_reason, event))

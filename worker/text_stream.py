@@ -13,7 +13,7 @@ import codecs
 class TextStream:
     """Feed token pieces, get back text that is safe to show the client."""
 
-    __slots__ = ("_decoder", "_held", "_longest_stop", "_stopped", "_stops")
+    __slots__ = ("_decoder", "_held", "_longest_stop", "_stopped", "_stops", "decoded")
 
     def __init__(self, stop: list[str] | None = None) -> None:
         # An empty stop string would match everywhere: ignore it.
@@ -23,6 +23,7 @@ class TextStream:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._held = ""  # decoded text that may still be the start of a stop string
         self._stopped = False
+        self.decoded = 0  # characters decoded so far, released or held: where the next token's text begins
 
     @property
     def stopped(self) -> bool:
@@ -33,6 +34,7 @@ class TextStream:
         if self._stopped:
             return "", True
         text = self._decoder.decode(piece)
+        self.decoded += len(text)
         if not self._stops:
             return text, False
         return self._release(self._held + text)
