@@ -72,7 +72,9 @@ def test_disconnect_while_queued_never_runs_the_job(one_slot: Stack, model_name:
     with httpx.Client(base_url=one_slot.base_url, timeout=60) as http, \
             http.stream("POST", "/api/generate", json=body) as running:
         assert running.status_code == 200
-        assert "response" in json.loads(next(running.iter_lines()))  # the only slot is now busy
+        # Hold on to the line iterator: a dropped one is closed, and httpx then drops the connection.
+        lines = running.iter_lines()
+        assert "response" in json.loads(next(lines))  # the only slot is now busy
         with pytest.raises(httpx.ReadTimeout):  # this one waits in the queue, then gives up
             queued = httpx.post(one_slot.base_url + "/api/generate", json=body, timeout=1.0)
             pytest.fail(f"the queued request was answered: {queued.status_code} {queued.text[:500]}")

@@ -101,7 +101,8 @@ def test_request_token_and_job_counters_move_by_what_was_asked(herd2: Stack, mod
 def test_worker_gauges_come_from_the_heartbeats(herd2: Stack, model_name: str) -> None:
     body = {"model": model_name, **ENDLESS}
     with httpx.Client(timeout=300) as http, http.stream("POST", herd2.base_url + "/api/generate", json=body) as a:
-        assert json.loads(next(a.iter_lines()))["done"] is False  # one of the two slots is busy
+        lines = a.iter_lines()  # kept: a dropped iterator is closed, and httpx drops the connection
+        assert json.loads(next(lines))["done"] is False  # one of the two slots is busy
         samples = scrape_until(herd2.base_url, {"herd_worker_busy_sequences": 1}, model_name)
     assert value(samples, "herd_redis_up") == 1
     assert value(samples, "herd_workers") == 1

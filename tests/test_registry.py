@@ -76,8 +76,10 @@ async def test_push_then_pull_into_a_fresh_store(source: ModelStore, pushed: str
     with Proxy(registry.port) as proxy:
         name = pushed.replace(registry.host, proxy.host)
         written = await pull_model(fresh, name, emit=statuses, insecure=True)
+    layers = [f"pulling {layer.digest[7:19]}" for layer in record.manifest.layers]
     config = record.manifest.config.digest[7:19]
-    assert statuses.names() == ["pulling manifest", f"pulling {short}", f"pulling {config}",
+    assert short in layers[0] and len(layers) == 3  # weights, template, system (herd.demo)
+    assert statuses.names() == ["pulling manifest", *layers, f"pulling {config}",
                                 "verifying sha256 digest", "writing manifest", "success"]
     last = [p for p in statuses if p.digest == f"sha256:{record.weights_digest}"][-1]
     assert last.completed == last.total == record.weights_path.stat().st_size

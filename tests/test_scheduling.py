@@ -3,6 +3,7 @@ load stampedes, replicas and dead workers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,6 +18,14 @@ import pytest
 
 from herd.demo import demo_gguf
 from tests.stack import ENDLESS, Stack, running_stack
+
+
+@pytest.fixture(scope="module")
+def herd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """This module's own stack (overriding the shared one): /api/ps must show only what these
+    tests loaded, not the models other test modules left loaded in the shared stack."""
+    with running_stack(tmp_path_factory.mktemp("scheduling"), num_parallel=4) as stack:
+        yield stack
 
 
 def generate(stack: Stack, prompt: str = "Hi", *, timeout: float = 120, **options: Any) -> httpx.Response:
@@ -258,7 +267,13 @@ def test_a_loaded_model_keeps_streaming_while_another_loads(tmp_path: Path) -> N
         stack.herd("create", "variant:1", "-f", str(modelfile))
         stream = LongStream(stack)
         arrivals: list[float] = []
-        reading = threading.Thread(target=lambda: [arrivals.append(time.monotonic()) for _ in stream.lines])
+
+        def read_until_closed() -> None:
+            with contextlib.suppress(httpx.HTTPError, httpx.StreamError):  # closed below, mid-read
+                for _ in stream.lines:
+                    arrivals.append(time.monotonic())
+
+        reading = threading.Thread(target=read_until_closed)
         reading.start()
         try:
             asked = time.monotonic()

@@ -40,6 +40,14 @@ TIME: dict[str, Any] = {"type": "function", "function": {
 GREEDY: dict[str, Any] = {"temperature": 0, "num_predict": 60}
 PARIS: dict[str, Any] = {"city": "Paris", "unit": "celsius"}
 
+
+def is_paris_call(arguments: dict[str, Any] | str) -> bool:
+    """The model's own (unforced) call: the city it was asked about, arguments valid for the schema.
+    Which unit it picks is the model's choice, and greedy decoding differs between CPUs."""
+    parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
+    jsonschema.validate(parsed, PARAMETERS)
+    return parsed["city"] == "Paris"
+
 # One example turn, then the question: the model imitates the example's call.
 OLLAMA_HISTORY: list[dict[str, Any]] = [
     {"role": "user", "content": "What is the weather in Oslo?"},
@@ -154,7 +162,8 @@ def test_ollama_auto_call_streamed_and_not(http: httpx.Client, tooly: str) -> No
     body = {"model": tooly, "messages": OLLAMA_HISTORY, "tools": [WEATHER], "options": GREEDY}
     whole = http.post("/api/chat", json={**body, "stream": False}).json()
     [call] = whole["message"]["tool_calls"]
-    assert call["function"] == {"index": 0, "name": "get_weather", "arguments": PARIS}
+    assert call["function"]["index"] == 0 and call["function"]["name"] == "get_weather"
+    assert is_paris_call(call["function"]["arguments"])
     assert call["id"].startswith("call_") and whole["message"]["content"] == ""
     assert whole["done"] is True and whole["done_reason"] == "stop"
 
@@ -218,7 +227,7 @@ def test_ollama_client_chat_with_a_python_function_and_a_second_turn(herd: Stack
     messages: list[Any] = list(OLLAMA_HISTORY)
     reply = client.chat(model=tooly, messages=messages, tools=[get_weather], options=GREEDY)
     [call] = reply.message.tool_calls or []
-    assert call.function.name == "get_weather" and dict(call.function.arguments) == PARIS
+    assert call.function.name == "get_weather" and is_paris_call(dict(call.function.arguments))
     messages += [reply.message, {"role": "tool", "content": get_weather(**call.function.arguments),
                                  "tool_name": call.function.name}]
     second = client.chat(model=tooly, messages=messages, tools=[get_weather], options=GREEDY)
@@ -261,7 +270,9 @@ def _chat(client: openai.OpenAI, model: str, messages: list[dict[str, Any]], str
 @pytest.mark.parametrize("stream", [False, True])
 def test_openai_auto_calls_a_tool(client: openai.OpenAI, tooly: str, stream: bool) -> None:
     content, calls, finish = _chat(client, tooly, OPENAI_HISTORY, stream)
-    assert calls == [("get_weather", json.dumps(PARIS, separators=(",", ":")))]
+    [(name, arguments)] = calls
+    assert name == "get_weather" and is_paris_call(arguments)
+    assert arguments == json.dumps(json.loads(arguments), separators=(",", ":"))  # compact, like OpenAI
     assert finish == "tool_calls" and content is None
 
 
@@ -320,7 +331,7 @@ def test_responses_function_call_streamed_and_not(client: openai.OpenAI, tooly: 
                               "temperature": 0, "max_output_tokens": 60}
     response = client.responses.create(**common)
     [item] = response.output
-    assert item.type == "function_call" and item.name == "get_weather" and json.loads(item.arguments) == PARIS
+    assert item.type == "function_call" and item.name == "get_weather" and is_paris_call(item.arguments)
     assert response.status == "completed" and response.tool_choice == "auto"
     events = list(client.responses.create(**common, stream=True))
     kinds = [e.type for e in events]
@@ -329,7 +340,7 @@ def test_responses_function_call_streamed_and_not(client: openai.OpenAI, tooly: 
                      "response.output_item.done", "response.completed"]
     assert events[-1].type == "response.completed"
     [final] = events[-1].response.output
-    assert final.type == "function_call" and json.loads(final.arguments) == PARIS
+    assert final.type == "function_call" and final.arguments == item.arguments
 
 
 def test_responses_second_turn_with_a_function_call_output(client: openai.OpenAI, tooly: str) -> None:
@@ -365,7 +376,7 @@ def test_langchain_chat_ollama_bind_tools(herd: Stack, tooly: str) -> None:
                HumanMessage("What is the weather in Paris?")]
     reply = llm.invoke(history)
     assert isinstance(reply, AIMessage)
-    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("get_weather", PARIS)]
+    assert [c["name"] for c in reply.tool_calls] == ["get_weather"] and is_paris_call(reply.tool_calls[0]["args"])
     then = llm.invoke([*history, reply, ToolMessage("sunny", tool_call_id=reply.tool_calls[0]["id"] or "")])
     assert isinstance(then, AIMessage)
 
@@ -377,8 +388,8 @@ def test_langchain_chat_openai_bind_tools(herd: Stack, tooly: str) -> None:
     llm = ChatOpenAI(model=tooly, base_url=herd.base_url + "/v1", api_key="unused",  # type: ignore[arg-type]
                      temperature=0, max_tokens=60, max_retries=0)  # type: ignore[call-arg]
     auto = llm.bind_tools([get_weather]).invoke(OPENAI_HISTORY)
-    assert isinstance(auto, AIMessage) and [(c["name"], c["args"]) for c in auto.tool_calls] == [
-        ("get_weather", PARIS)]
+    assert isinstance(auto, AIMessage) and [c["name"] for c in auto.tool_calls] == ["get_weather"]
+    assert is_paris_call(auto.tool_calls[0]["args"])
     forced = llm.bind_tools([get_weather], tool_choice="get_weather").invoke("What is the weather in Paris?")
     assert isinstance(forced, AIMessage) and [c["name"] for c in forced.tool_calls] == ["get_weather"]
     jsonschema.validate(forced.tool_calls[0]["args"], PARAMETERS)
