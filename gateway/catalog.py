@@ -14,7 +14,7 @@ from typing import Any
 from gateway import wire_ollama as wire
 from gateway.chat_template import TemplateError, render_jinja
 from gateway.errors import ApiError, bad_request, model_not_found
-from herd.chat_prompt import render_ollama_template
+from herd.chat_prompt import render_fill_in_middle, render_ollama_template
 from herd.gotemplate import TemplateError as GoTemplateError
 from herd.gotemplate import parse as parse_go_template
 from herd.gotemplate.ollama import variables
@@ -78,12 +78,34 @@ class ResolvedModel:
         messages.append({"role": "user", "content": prompt})
         return self.render_chat(messages, template=template)
 
+    def render_fill_in_middle(self, prompt: str, suffix: str, *, template: str | None = None) -> str:
+        """The prompt for a `suffix` request (code completion between prompt and suffix), or a 400
+        when the template (the request's, else the Modelfile's) cannot place a suffix."""
+        source = template or self.record.template
+        if not source or "suffix" not in _go_variables(source):
+            raise bad_request(f'"{self.record.name.display()}" does not support insert', param="suffix")
+        try:
+            return render_fill_in_middle(source, prompt, suffix)
+        except GoTemplateError as exc:
+            raise bad_request(f"template: {exc}", param="template") from exc
+
     @property
     def supports_tools(self) -> bool:
         """Ollama's `tools` capability: the template reads the tools (`.Tools`; Jinja `tools`)."""
         if self.record.template:
-            return _go_uses_tools(self.record.template)
+            return "tools" in _go_variables(self.record.template)
         return "tools" in (self.gguf.chat_template or "")
+
+    @property
+    def capabilities(self) -> list[str]:
+        """Ollama's capability names, as /api/show lists them. `insert` (fill in the middle) comes
+        from a TEMPLATE that uses `.Suffix`. No `vision`: Herd loads no image projectors."""
+        found = ["completion"]
+        if self.supports_tools:
+            found.append("tools")
+        if self.record.template and "suffix" in _go_variables(self.record.template):
+            found.append("insert")
+        return found
 
     @property
     def template_in_use(self) -> str:
@@ -94,11 +116,12 @@ class ResolvedModel:
 
 
 @lru_cache(maxsize=64)
-def _go_uses_tools(source: str) -> bool:
+def _go_variables(source: str) -> frozenset[str]:
+    """The (lower-cased) top-level fields a Go template reads, as Ollama's Template.Vars()."""
     try:
-        return "tools" in variables(parse_go_template(source))
+        return frozenset(variables(parse_go_template(source)))
     except GoTemplateError:
-        return False
+        return frozenset()
 
 
 def checked_name(name: str, param: str = "model") -> str:
@@ -156,7 +179,7 @@ class Catalog:
             template=record.template or model.gguf.chat_template or "",
             details=record.details,
             model_info=info,
-            capabilities=["completion", "tools"] if model.supports_tools else ["completion"],
+            capabilities=model.capabilities,
             modified_at=record.modified_at.isoformat(),
             template_source=model.template_in_use,
             license="\n".join(record.licenses) or None,

@@ -17,7 +17,7 @@ from gateway.generation import Generation, start
 from gateway.jobs import JobQueue, new_job_id
 from gateway.logprobs import MAX_TOP_LOGPROBS, token_text
 from gateway.options import merge_options
-from gateway.requests import keep_alive_seconds, reject_unsupported
+from gateway.requests import keep_alive_seconds, no_vision, reject_unsupported
 from gateway.structured import ollama_format
 from gateway.tool_calls import ParsedCall, Piece, PlainText, TextSplitter, grouped, split_whole
 from gateway.tool_template import tool_prompt
@@ -182,13 +182,22 @@ def _logprobs_wanted(body: wire.GenerateRequest | wire.ChatRequest) -> int | Non
 async def generate(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueue) -> Response[bytes] | Stream:
     body: wire.GenerateRequest = decode_body(await request.body(), wire.GenerateRequest)
     model = await catalog.resolve(body.model)
-    reject_unsupported(images=body.images, think=body.think, suffix=body.suffix or None, context=body.context)
+    if body.images:
+        raise no_vision(body.model, "images")
+    reject_unsupported(think=body.think, context=body.context)
     if body.raw and (body.template or body.system):
         raise bad_request("raw mode does not support template, system, or context")
+    if body.raw and body.suffix:
+        raise bad_request("raw mode does not support suffix", param="suffix")
     chunks = _Chunks(body.model, chat=False)
     if not body.prompt:
         return await _load_or_unload(request, queue, model, body.model, body.options, body.keep_alive, chunks)
-    prompt = body.prompt if body.raw else model.render_generate(body.prompt, body.system, template=body.template)
+    if body.raw:
+        prompt = body.prompt
+    elif body.suffix:
+        prompt = model.render_fill_in_middle(body.prompt, body.suffix, template=body.template)
+    else:
+        prompt = model.render_generate(body.prompt, body.system, template=body.template)
     job = _job(model, body.model, prompt, body.options, body.keep_alive, body)
     return await _answer(request, queue, job, body.stream, chunks)
 
@@ -197,9 +206,9 @@ async def generate(request: Request[Any, Any, Any], catalog: Catalog, queue: Job
 async def chat(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueue) -> Response[bytes] | Stream:
     body: wire.ChatRequest = decode_body(await request.body(), wire.ChatRequest)
     model = await catalog.resolve(body.model)
-    reject_unsupported(
-        think=body.think, images=[i for m in body.messages for i in (m.images or [])],
-    )
+    if any(m.images for m in body.messages):
+        raise no_vision(body.model, "messages")
+    reject_unsupported(think=body.think)
     plan = read_plan(read_tools(body.tools), body.tool_choice)
     chunks = _Chunks(body.model, chat=True)
     if not body.messages:

@@ -19,7 +19,7 @@ from gateway.generation import Generation, Outcome, start
 from gateway.jobs import JobQueue, new_job_id
 from gateway.logprobs import MAX_TOP_LOGPROBS, chat_logprobs, completion_logprobs
 from gateway.options import merge_options
-from gateway.requests import keep_alive_seconds, logit_bias, reject_unsupported
+from gateway.requests import keep_alive_seconds, logit_bias, no_vision, reject_unsupported
 from gateway.structured import openai_response_format
 from gateway.tool_calls import ParsedCall, TextSplitter, grouped, split_whole
 from gateway.tool_template import tool_prompt
@@ -115,13 +115,15 @@ def _job(model: ResolvedModel, body: wire.ChatCompletionRequest | wire.Completio
     )
 
 
-def _message_text(message: wire.ChatMessage) -> str:
+def _message_text(message: wire.ChatMessage, model: str) -> str:
     if message.content is None or isinstance(message.content, str):
         return message.content or ""
     texts: list[str] = []
     for part in message.content:
         if part.type == "text":
             texts.append(part.text or "")
+        elif part.type == "image_url":
+            raise no_vision(model, "messages")
         else:
             raise bad_request(f"content part type '{part.type}' is not supported by this model",
                               param="messages")
@@ -141,7 +143,7 @@ async def chat_completions(request: Request[Any, Any, Any], catalog: Catalog,
     logprobs = _chat_logprobs(body)
     plan = read_plan(read_tools(body.tools), body.tool_choice, parallel=body.parallel_tool_calls)
     turns = ToolTurns()
-    messages = [turns.message("system" if m.role == "developer" else m.role, _message_text(m),
+    messages = [turns.message("system" if m.role == "developer" else m.role, _message_text(m, body.model),
                               tool_calls=m.tool_calls, tool_call_id=m.tool_call_id) for m in body.messages]
     max_tokens = body.max_completion_tokens or body.max_tokens
     prepared = tool_prompt(model, messages, plan)
@@ -222,10 +224,13 @@ async def completions(request: Request[Any, Any, Any], catalog: Catalog,
         raise bad_request("'prompt' must be a string", param="prompt")
     model = await catalog.resolve(body.model)
     _check_common(body)
-    reject_unsupported(suffix=body.suffix, echo=body.echo, best_of=None if body.best_of in (None, 1) else body.best_of)
+    reject_unsupported(echo=body.echo, best_of=None if body.best_of in (None, 1) else body.best_of)
     logprobs = _completion_logprobs(body)
-    job = _job(model, body, model.render_generate(body.prompt, None) if body.prompt else body.prompt,
-               body.max_tokens, logprobs=logprobs)
+    if body.suffix and body.prompt:
+        prompt = model.render_fill_in_middle(body.prompt, body.suffix)
+    else:
+        prompt = model.render_generate(body.prompt, None) if body.prompt else body.prompt
+    job = _job(model, body, prompt, body.max_tokens, logprobs=logprobs)
     generation, first = await start(queue, job, request.receive)
     completion_id = f"cmpl-{secrets.token_hex(12)}"
     created = int(time.time())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gateway.errors import bad_request
+from gateway.errors import ApiError, bad_request
 from herd.durations import DurationError, parse_duration
 
 
@@ -27,6 +27,12 @@ def reject_unsupported(**fields: Any) -> None:
     for name, value in fields.items():
         if value not in (None, False, "", [], {}):
             raise bad_request(f"'{name}' is not supported by this server yet", param=name)
+
+
+def no_vision(model: str, param: str) -> ApiError:
+    """Images for a model that cannot see them: Herd loads no image projectors (mmproj), so no
+    model here has Ollama's `vision` capability. Worded as Ollama's capability errors."""
+    return bad_request(f'"{model}" does not support vision: images cannot be read by this model', param=param)
 
 
 _TOKEN_ID = re.compile(r"-?[0-9]{1,12}")

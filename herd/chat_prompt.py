@@ -28,6 +28,7 @@ __all__ = [
     "levenshtein",
     "load_named_templates",
     "match_named_template",
+    "render_fill_in_middle",
     "render_ollama_template",
     "templates_dir",
 ]
@@ -109,6 +110,14 @@ def render_ollama_template(source: str, messages: Sequence[Mapping[str, Any]], *
             **thinking,
         }, missing_key="zero")
     return _render_legacy(tmpl, collated, thinking)
+
+
+def render_fill_in_middle(source: str, prompt: str, suffix: str) -> str:
+    """The prompt Ollama builds for a generate request with a `suffix`: the TEMPLATE run once
+    with only `.Prompt` and `.Suffix` (no system, no messages), as template.Execute does."""
+    tmpl, _ = _parsed(source)
+    return tmpl.render({"Prompt": prompt, "Suffix": suffix, "Response": "", "Think": False, "ThinkLevel": "",
+                        "IsThinkSet": False}, missing_key="zero")
 
 
 def _render_legacy(tmpl: Template, messages: list[ChatMessage], thinking: dict[str, Any]) -> str:
