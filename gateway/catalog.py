@@ -14,6 +14,7 @@ from typing import Any
 from gateway import wire_ollama as wire
 from gateway.chat_template import TemplateError, render_jinja
 from gateway.errors import ApiError, bad_request, model_not_found
+from gateway.requests import lacks_capability
 from herd.chat_prompt import render_fill_in_middle, render_ollama_template
 from herd.gotemplate import TemplateError as GoTemplateError
 from herd.gotemplate import parse as parse_go_template
@@ -83,7 +84,7 @@ class ResolvedModel:
         when the template (the request's, else the Modelfile's) cannot place a suffix."""
         source = template or self.record.template
         if not source or "suffix" not in _go_variables(source):
-            raise bad_request(f'"{self.record.name.display()}" does not support insert', param="suffix")
+            raise lacks_capability(self.record.name.display(), "insert", "suffix")
         try:
             return render_fill_in_middle(source, prompt, suffix)
         except GoTemplateError as exc:

@@ -17,7 +17,7 @@ from gateway.generation import Generation, start
 from gateway.jobs import JobQueue, new_job_id
 from gateway.logprobs import MAX_TOP_LOGPROBS, token_text
 from gateway.options import merge_options
-from gateway.requests import keep_alive_seconds, no_vision, reject_unsupported
+from gateway.requests import keep_alive_seconds, lacks_capability, reject_unsupported
 from gateway.structured import ollama_format
 from gateway.tool_calls import ParsedCall, Piece, PlainText, TextSplitter, grouped, split_whole
 from gateway.tool_template import tool_prompt
@@ -183,8 +183,10 @@ async def generate(request: Request[Any, Any, Any], catalog: Catalog, queue: Job
     body: wire.GenerateRequest = decode_body(await request.body(), wire.GenerateRequest)
     model = await catalog.resolve(body.model)
     if body.images:
-        raise no_vision(body.model, "images")
-    reject_unsupported(think=body.think, context=body.context)
+        raise lacks_capability(body.model, "vision", "images")
+    if body.think:  # false is fine: Ollama accepts it for models that do not think
+        raise lacks_capability(body.model, "thinking", "think")
+    reject_unsupported(context=body.context)
     if body.raw and (body.template or body.system):
         raise bad_request("raw mode does not support template, system, or context")
     if body.raw and body.suffix:
@@ -207,8 +209,9 @@ async def chat(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueu
     body: wire.ChatRequest = decode_body(await request.body(), wire.ChatRequest)
     model = await catalog.resolve(body.model)
     if any(m.images for m in body.messages):
-        raise no_vision(body.model, "messages")
-    reject_unsupported(think=body.think)
+        raise lacks_capability(body.model, "vision", "messages")
+    if body.think:
+        raise lacks_capability(body.model, "thinking", "think")
     plan = read_plan(read_tools(body.tools), body.tool_choice)
     chunks = _Chunks(body.model, chat=True)
     if not body.messages:

@@ -19,7 +19,7 @@ from gateway.generation import Generation, Outcome, start
 from gateway.jobs import JobQueue, new_job_id
 from gateway.logprobs import MAX_TOP_LOGPROBS, chat_logprobs, completion_logprobs
 from gateway.options import merge_options
-from gateway.requests import keep_alive_seconds, logit_bias, no_vision, reject_unsupported
+from gateway.requests import keep_alive_seconds, logit_bias, lacks_capability, reject_unsupported
 from gateway.structured import openai_response_format
 from gateway.tool_calls import ParsedCall, TextSplitter, grouped, split_whole
 from gateway.tool_template import tool_prompt
@@ -76,6 +76,16 @@ def _check_common(body: wire.ChatCompletionRequest | wire.CompletionRequest) -> 
         raise bad_request("'max_tokens' must be at least 1", param="max_tokens")
 
 
+def _check_chat_only_fields(body: wire.ChatCompletionRequest) -> None:
+    """Fields with nothing to do in a stateless text-only server: accepted when they ask for
+    what Herd does anyway, else a 400 naming them (never dropped). `store` and `metadata` are
+    accepted as in /v1/responses: nothing is ever stored."""
+    if body.modalities not in (None, [], ["text"]):
+        raise bad_request("only the 'text' modality is supported", param="modalities")
+    if body.service_tier not in (None, "auto", "default"):
+        raise bad_request("'service_tier' must be 'auto' or 'default' on this server", param="service_tier")
+
+
 def _chat_logprobs(body: wire.ChatCompletionRequest) -> int | None:
     """`logprobs: true` and `top_logprobs` (0-20) → alternatives per token; None: off."""
     if body.logprobs is not None and not isinstance(body.logprobs, bool):
@@ -123,7 +133,7 @@ def _message_text(message: wire.ChatMessage, model: str) -> str:
         if part.type == "text":
             texts.append(part.text or "")
         elif part.type == "image_url":
-            raise no_vision(model, "messages")
+            raise lacks_capability(model, "vision", "messages")
         else:
             raise bad_request(f"content part type '{part.type}' is not supported by this model",
                               param="messages")
@@ -138,7 +148,9 @@ async def chat_completions(request: Request[Any, Any, Any], catalog: Catalog,
         raise bad_request("[] is too short - 'messages'", param="messages")
     model = await catalog.resolve(body.model)
     _check_common(body)
-    reject_unsupported(reasoning_effort=body.reasoning_effort)
+    if body.reasoning_effort and body.reasoning_effort != "none":
+        raise lacks_capability(body.model, "thinking", "reasoning_effort")
+    _check_chat_only_fields(body)
     output = openai_response_format(body.response_format)
     logprobs = _chat_logprobs(body)
     plan = read_plan(read_tools(body.tools), body.tool_choice, parallel=body.parallel_tool_calls)

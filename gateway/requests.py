@@ -29,10 +29,11 @@ def reject_unsupported(**fields: Any) -> None:
             raise bad_request(f"'{name}' is not supported by this server yet", param=name)
 
 
-def no_vision(model: str, param: str) -> ApiError:
-    """Images for a model that cannot see them: Herd loads no image projectors (mmproj), so no
-    model here has Ollama's `vision` capability. Worded as Ollama's capability errors."""
-    return bad_request(f'"{model}" does not support vision: images cannot be read by this model', param=param)
+def lacks_capability(model: str, capability: str, param: str) -> ApiError:
+    """Ollama's 400 for a request the model cannot serve: `"NAME" does not support insert`.
+    Herd loads no image projectors and no model declares thinking, so `vision` and `thinking`
+    are always missing; `insert` comes from the template (see ResolvedModel.capabilities)."""
+    return bad_request(f'"{model}" does not support {capability}', param=param)
 
 
 _TOKEN_ID = re.compile(r"-?[0-9]{1,12}")

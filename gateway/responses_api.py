@@ -20,7 +20,7 @@ from gateway.errors import bad_request, decode_body
 from gateway.generation import Generation, start
 from gateway.jobs import JobQueue, new_job_id
 from gateway.options import merge_options
-from gateway.requests import keep_alive_seconds, no_vision, reject_unsupported
+from gateway.requests import keep_alive_seconds, lacks_capability, reject_unsupported
 from gateway.responses_tools import FunctionCallItem, add_tool_item, decode_item, function_call_item
 from gateway.structured import responses_text_format
 from gateway.tool_calls import ParsedCall, PlainText, TextSplitter, split_whole
@@ -139,7 +139,7 @@ def _messages(body: ResponsesRequest) -> list[dict[str, Any]]:
         else:
             for part in item.content:
                 if part.type == "input_image":
-                    raise no_vision(body.model, "input")
+                    raise lacks_capability(body.model, "vision", "input")
                 if part.type not in {"input_text", "output_text"}:
                     raise bad_request(f"input part type '{part.type}' is not supported by this model", param="input")
             text = "".join(part.text or "" for part in item.content)

@@ -118,8 +118,6 @@ class CompletionLogprobs(msgspec.Struct):
     text_offset: list[int]
 
 
-
-
 class FunctionCallOut(msgspec.Struct):
     name: str
     arguments: str  # a JSON string, as OpenAI sends it

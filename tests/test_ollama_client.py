@@ -95,3 +95,17 @@ def test_unknown_model_is_a_404(client: ollama.Client) -> None:
 def test_empty_chat_loads_the_model(client: ollama.Client, model_name: str) -> None:
     reply = client.chat(model=model_name, messages=[])
     assert reply.done and reply.done_reason == "load"
+
+
+async def test_async_client_chat_generate_embed_ps(herd: Stack, model_name: str) -> None:
+    client = ollama.AsyncClient(host=herd.base_url)
+    chat = await client.chat(model=model_name, messages=[{"role": "user", "content": "Say hello."}], options=GREEDY)
+    assert chat.done and chat.message.content
+    parts = [p async for p in await client.generate(model=model_name, prompt="Why is the sky blue?",
+                                                     options=GREEDY, stream=True)]
+    assert [p.done for p in parts].count(True) == 1 and "".join(p.response for p in parts)
+    whole = await client.generate(model=model_name, prompt="Why is the sky blue?", options=GREEDY)
+    assert whole.response == "".join(p.response for p in parts)
+    embedded = await client.embed(model=model_name, input=["one", "two"])
+    assert len(embedded.embeddings) == 2 and len(embedded.embeddings[0]) == 576
+    assert model_name in [m.model for m in (await client.ps()).models]
