@@ -19,7 +19,7 @@ from gateway.generation import Generation, Outcome, start
 from gateway.jobs import JobQueue, new_job_id
 from gateway.logprobs import MAX_TOP_LOGPROBS, chat_logprobs, completion_logprobs
 from gateway.options import merge_options
-from gateway.requests import keep_alive_seconds, logit_bias, lacks_capability, reject_unsupported
+from gateway.requests import keep_alive_seconds, lacks_capability, logit_bias, reject_unsupported
 from gateway.structured import openai_response_format
 from gateway.tool_calls import ParsedCall, TextSplitter, grouped, split_whole
 from gateway.tool_template import tool_prompt
