@@ -24,10 +24,20 @@ from herd.store.names import InvalidModelName, parse_name
 from herd.store.store import ModelRecord, ModelStore
 
 
-@lru_cache(maxsize=32)
-def _gguf_info(weights_digest: str, path: str) -> GGUFInfo:
-    del weights_digest  # the cache key: content-addressed, so never stale
-    return read_gguf(path)
+_GGUF_CACHE = 32
+_gguf_by_digest: dict[str, GGUFInfo] = {}  # keyed by the weights' content digest: never stale
+
+
+async def _gguf_info(record: ModelRecord) -> GGUFInfo:
+    """What the GGUF says, read once per weights digest (off the event loop); later requests
+    take it from memory without a thread hop."""
+    info = _gguf_by_digest.get(record.weights_digest)
+    if info is None:
+        info = await asyncio.to_thread(read_gguf, str(record.weights_path))
+        if len(_gguf_by_digest) >= _GGUF_CACHE:
+            _gguf_by_digest.clear()
+        _gguf_by_digest[record.weights_digest] = info
+    return info
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +166,7 @@ class Catalog:
     async def resolve(self, name: str) -> ResolvedModel:
         record = self._record(name)
         try:
-            info = await asyncio.to_thread(_gguf_info, record.weights_digest, str(record.weights_path))
+            info = await _gguf_info(record)
         except (OSError, ValueError) as exc:
             raise ApiError(500, f"model '{name}' is unreadable: {exc}") from exc
         return ResolvedModel(record, info)

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -84,6 +85,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MAX_MANIFEST = 1 << 20  # manifests and configs are a few hundred bytes
+_RECORD_CACHE = 256  # models whose records a store keeps in memory (cleared when full)
 _MAX_TEXT_LAYER = 16 << 20  # templates, system prompts, licenses, params, messages
 
 
@@ -154,6 +156,10 @@ class ModelStore:
         self.manifests_dir = self.root / "manifests"
         self.blobs_dir = self.root / "blobs"
         self._blobs = BlobStore(self.blobs_dir)
+        # Records by manifest file identity. A manifest is replaced by rename (new inode) and
+        # its layers are content-addressed, so an unchanged stat means an unchanged model: the
+        # gateway resolves a name per request with one stat instead of reading every layer.
+        self._records: dict[tuple[str, int, int, int], ModelRecord] = {}
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -225,6 +231,31 @@ class ModelStore:
         return value
 
     def _load(self, name: ModelName, path: Path) -> ModelRecord:
+        identity = path.stat()
+        key = (str(path), identity.st_ino, identity.st_size, identity.st_mtime_ns)
+        cached = self._records.get(key)
+        if cached is not None and cached.name == name and self._blobs_intact(cached.manifest):
+            return cached
+        record = self._read(name, path)
+        if len(self._records) >= _RECORD_CACHE:
+            self._records.clear()
+        self._records[key] = record
+        return record
+
+    def _blobs_intact(self, manifest: Manifest) -> bool:
+        """Every blob of a manifest read before is still a plain file of its size: one lstat
+        each. Anything else (gone, resized, a symlink) makes the caller read the model again,
+        which reports what is wrong."""
+        for layer in [manifest.config, *manifest.layers]:
+            try:
+                found = os.lstat(self.blobs_dir / f"sha256-{digest_hex(layer.digest)}")
+            except OSError:
+                return False
+            if not stat.S_ISREG(found.st_mode) or found.st_size != layer.size:
+                return False
+        return True
+
+    def _read(self, name: ModelName, path: Path) -> ModelRecord:
         raw = read_capped(path, _MAX_MANIFEST, f"manifest of {name}")
         mtime = path.stat().st_mtime
         try:
