@@ -118,7 +118,7 @@ class SamplingOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int = -1  # -1: random
-    num_predict: int = -1  # -1: until the context is full
+    num_predict: int = -1  # <= 0: the engine caps it at ten contexts (Ollama)
     stop: list[str] = []
     num_ctx: int = 0  # 0: the worker's per-sequence context
     num_keep: int = 4  # prompt tokens (after BOS) that truncation and context shifts keep; -1: all
