@@ -15,6 +15,7 @@ cells and drop what follows them, only ever in that sequence's own cells.
 from __future__ import annotations
 
 import ctypes
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -30,7 +31,9 @@ from worker.text_stream import TextStream
 
 TOO_LONG = "the input length exceeds the context length"
 EMPTY = "the input is empty after tokenization"
-PREDICT_CAP = 10  # num_predict is at most this many contexts, as Ollama caps it: shifting never ends alone
+PREDICT_CAP = 10  # num_predict is at most this many contexts (Ollama's cap), so a shifting sequence ends
+
+log = logging.getLogger(__name__)
 
 
 class NoFreeSlot(RuntimeError):
@@ -247,7 +250,10 @@ class Engine:
             if not truncate or limit < 2:
                 self._pending.append(Failed(request_id, TOO_LONG, 400))
                 return
-            tokens = truncated(tokens, keep, limit)
+            new = truncated(tokens, keep, limit)
+            log.warning("truncating input prompt: limit=%d prompt=%d keep=%d new=%d",
+                        limit, len(tokens), keep, len(new))
+            tokens = new
         n_vocab = self._weights.n_vocab
         bad = next((t for t in (logit_bias or {}) if not 0 <= t < n_vocab), None)
         if bad is not None:
@@ -472,8 +478,8 @@ def truncated(tokens: list[int], keep: int, limit: int) -> list[int]:
     """A prompt of `limit` or more tokens cut to its first `keep` tokens and its newest
     `(limit - keep) // 2`: half of the room after `keep` goes to the prompt, half to the answer.
     Ollama cuts the prompt to exactly `limit` tokens and its first generated token then shifts
-    half of what follows `keep` away; cutting that half up front leaves the same tokens in the
-    cache without decoding ones only to drop them, and with `shift: false` leaves room to
-    answer rather than none. (llama.cpp's server likewise keeps n_keep and about half the rest.)"""
+    half of what follows `keep` away; cutting that half up front keeps the same tokens without
+    decoding ones only to drop them, and with `shift: false` leaves room to answer rather than
+    none. (llama.cpp's server likewise keeps n_keep and about half of the rest.)"""
     tail = max(1, (limit - keep) // 2)
     return tokens[:keep] + tokens[len(tokens) - tail :]
