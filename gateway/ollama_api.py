@@ -166,6 +166,9 @@ def _job(model: ResolvedModel, name: str, prompt: str | None, options: dict[str,
         created=datetime.datetime.now(datetime.UTC).timestamp(),
         format=None if body is None else ollama_format(body.format),
         logprobs=None if body is None else _logprobs_wanted(body),
+        # Ollama: unset means true (`req.Truncate == nil || *req.Truncate`).
+        truncate=body is None or body.truncate is not False,
+        shift=body is None or body.shift is not False,
     )
 
 

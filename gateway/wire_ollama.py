@@ -50,8 +50,8 @@ class GenerateRequest(msgspec.Struct, forbid_unknown_fields=True):
     images: list[str] | None = None
     options: dict[str, Any] | None = None
     think: bool | str | None = None
-    truncate: bool | None = None
-    shift: bool | None = None
+    truncate: bool | None = None  # None: true, as in Ollama (cut a prompt longer than the context)
+    shift: bool | None = None  # None: true, as in Ollama (shift a full context rather than stop)
     logprobs: bool | None = None
     top_logprobs: int | None = None
 
@@ -66,8 +66,8 @@ class ChatRequest(msgspec.Struct, forbid_unknown_fields=True):
     stream: bool = True
     keep_alive: KeepAlive = None
     think: bool | str | None = None
-    truncate: bool | None = None
-    shift: bool | None = None
+    truncate: bool | None = None  # None: true, as in Ollama (cut a prompt longer than the context)
+    shift: bool | None = None  # None: true, as in Ollama (shift a full context rather than stop)
     logprobs: bool | None = None
     top_logprobs: int | None = None
 

@@ -118,9 +118,10 @@ class SamplingOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int = -1  # -1: random
-    num_predict: int = -1  # -1: until the context is full
+    num_predict: int = -1  # <= 0: the engine caps it at ten contexts (Ollama)
     stop: list[str] = []
     num_ctx: int = 0  # 0: the worker's per-sequence context
+    num_keep: int = 4  # prompt tokens (after BOS) that truncation and context shifts keep; -1: all
 
 
 class OutputFormat(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -144,7 +145,9 @@ class Job(msgspec.Struct, kw_only=True):
     created: float = 0.0  # unix seconds when the gateway accepted it
     attempt: int = 0  # how many times a dead worker's claim was requeued
     embed: list[str | list[int]] | None = None  # inputs to embed (texts or token ids); `prompt` is None
-    truncate: bool = True  # embed: cut inputs longer than the context, else fail the job (400)
+    # Ollama's `truncate`: cut a prompt (or embed input) longer than the context, else fail the job (400).
+    truncate: bool = True
+    shift: bool = True  # Ollama's `shift`: a full context drops older cells and goes on, else done_reason "length"
     dimensions: int | None = None  # embed: keep only the first `dimensions` values of each vector
     format: OutputFormat | None = None  # constrain the output (structured outputs, forced tool calls)
     weights: str = ""  # sha256 hex of the GGUF weights when it differs from `digest` (adapters)

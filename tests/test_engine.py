@@ -22,6 +22,8 @@ from worker.engine import (
     Finished,
     NoFreeSlot,
     TextOut,
+    kept_cells,
+    truncated,
 )
 from worker.grammar import gbnf
 from worker.sampling import SequenceSampler
@@ -216,17 +218,17 @@ def test_stop_string_ends_generation_and_is_never_emitted(engine: Engine, solo_s
     assert all(stop not in chunk for chunk in out.chunks)
 
 
-def test_full_context_ends_with_length(engine: Engine) -> None:
+def test_without_shift_a_full_context_ends_with_length(engine: Engine) -> None:
     n_prompt = len(engine.weights.tokenize(STORY))
-    out = run(engine, {"c": (STORY, greedy(-1, num_ctx=n_prompt + 6))})["c"]
-    end = finished(out)
+    engine.add("c", STORY, greedy(-1, num_ctx=n_prompt + 6), shift=False)
+    end = finished(drain(engine)["c"])
     assert end.done_reason == "length"
     # The last sampled token is emitted without needing a cell of its own.
     assert end.eval_count == 7
 
 
-def test_prompt_too_long_fails_with_400(engine: Engine) -> None:
-    engine.add("long", chat("word " * 600), greedy())
+def test_prompt_too_long_without_truncate_fails_with_400(engine: Engine) -> None:
+    engine.add("long", chat("word " * 600), greedy(), truncate=False)
     assert engine.free_slots == N_PARALLEL  # refused without taking a slot
     assert engine.has_work  # ...but its error is still to be reported
     events = engine.step()
@@ -234,10 +236,92 @@ def test_prompt_too_long_fails_with_400(engine: Engine) -> None:
     assert not engine.has_work
 
 
-def test_prompt_longer_than_the_requests_num_ctx_fails(engine: Engine) -> None:
-    engine.add("small", STORY, greedy(num_ctx=8))
+def test_prompt_longer_than_the_requests_num_ctx_without_truncate_fails(engine: Engine) -> None:
+    engine.add("small", STORY, greedy(num_ctx=8), truncate=False)
     end = drain(engine)["small"].end
     assert isinstance(end, Failed) and end.status == 400
+
+
+# -- truncate and shift (Ollama's defaults: both on) -----------------------------------------
+
+COUNTING = "1, 2, 3, 4, 5, 6,"  # raw: greedy counting never samples end-of-text
+
+
+def test_kept_cells_count_num_keep_after_the_bos_and_leave_room() -> None:
+    assert kept_cells(4, 100, False, 64) == 4
+    assert kept_cells(4, 100, True, 64) == 5  # the BOS is not one of the num_keep tokens
+    assert kept_cells(-1, 30, False, 64) == 30  # -1: the whole prompt
+    assert kept_cells(-1, 100, False, 64) == 62  # never more than limit - 2
+    assert kept_cells(0, 100, False, 64) == 0
+
+
+def test_truncated_keeps_the_head_and_the_newest_half_of_the_rest() -> None:
+    tokens = list(range(100))
+    cut = truncated(tokens, 4, 64)
+    assert cut == [0, 1, 2, 3, *range(70, 100)]  # 4 + (64 - 4) // 2
+    assert len(truncated(tokens, 62, 64)) == 63  # one token of the end, one cell to generate into
+
+
+def test_a_long_prompt_is_truncated_and_answered(engine: Engine) -> None:
+    prompt = chat(f"Summarize: {'word ' * 600} The secret is 42.")
+    assert len(engine.weights.tokenize(prompt)) > 600
+    out = run(engine, {"t": (prompt, greedy(20, num_ctx=128))})["t"]
+    end = finished(out)
+    keep = kept_cells(4, 0, engine.weights.add_bos, 128)
+    assert end.prompt_eval_count == keep + (128 - keep) // 2 < 128
+    assert "42" in out.text  # the newest tokens, the question's end, were kept
+
+
+def test_shift_generates_past_the_context_until_num_predict(engine: Engine) -> None:
+    out = run(engine, {"s": (COUNTING, greedy(100, num_ctx=48))})["s"]
+    end = finished(out)
+    assert end.done_reason == "length" and end.eval_count == 100
+    assert end.prompt_eval_count + end.eval_count > 48  # it went through the context twice and more
+    assert "25, 26, 27" in out.text  # still counting after the shifts
+
+
+def test_without_shift_the_same_generation_stops_at_the_context(engine: Engine) -> None:
+    engine.add("s", COUNTING, greedy(100, num_ctx=48), shift=False)
+    end = finished(drain(engine)["s"])
+    assert end.done_reason == "length"
+    assert end.prompt_eval_count + end.eval_count == 48 + 1  # the last token needs no cell
+    assert end.eval_count < 100
+
+
+def test_shift_bounds_an_endless_generation_at_ten_contexts(engine: Engine) -> None:
+    out = run(engine, {"e": (COUNTING, greedy(-1, num_ctx=16))})["e"]
+    end = finished(out)
+    assert end.done_reason == "length" and end.eval_count == 10 * 16  # Ollama's cap on num_predict
+
+
+def test_a_shifting_sequence_leaves_a_batched_neighbour_unchanged(engine: Engine) -> None:
+    alone = run(engine, {"b": (OTHERS[0], greedy(64))})["b"].text
+    outs = run(engine, {"a": (COUNTING, greedy(64, num_ctx=32)), "b": (OTHERS[0], greedy(64))})
+    shifted = finished(outs["a"])
+    assert shifted.eval_count == 64 and shifted.prompt_eval_count + 64 > 2 * 32  # it shifted, twice or more
+    assert outs["b"].text == alone
+
+
+def test_cancel_frees_a_sequence_that_keeps_shifting(engine: Engine) -> None:
+    engine.add("forever", COUNTING, greedy(-1, num_ctx=16))
+    seen: dict[str, Outcome] = {}
+    for _ in range(40):  # well past the context: shifted several times
+        collect(engine.step(), seen)
+    assert seen["forever"].end is None and "forever" in engine.active_ids
+    engine.cancel("forever")
+    assert engine.free_slots == N_PARALLEL and not engine.has_work
+    assert engine.step() == []
+
+
+def test_the_grammar_holds_across_a_shift(engine: Engine) -> None:
+    schema = {"type": "object", "required": ["numbers"],
+              "properties": {"numbers": {"type": "array", "items": {"type": "integer", "maximum": 99},
+                                         "minItems": 24, "maxItems": 24}}}
+    engine.add("j", chat("List numbers."), greedy(300, num_ctx=48), output=OutputFormat(json_schema=schema))
+    out = drain(engine)["j"]
+    end = finished(out)
+    assert end.done_reason == "stop" and end.prompt_eval_count + end.eval_count > 48
+    assert len(json.loads(out.text)["numbers"]) == 24
 
 
 def test_empty_prompt_fails_with_400(engine: Engine) -> None:

@@ -6,11 +6,16 @@ generating sequence, then prompt chunks of sequences still in prefill), calls
 `llama_decode` once, and samples each sequence from its own logits row with its own
 sampler chain. Sequences join and leave between steps. All methods must be called from
 one thread: llama.cpp contexts are not thread-safe, and nothing here takes a lock.
+
+A sequence's context is `limit` cells. As in Ollama, a prompt that does not fit is truncated
+(`truncate`) and a generation that fills it shifts (`shift`): both keep the first `num_keep`
+cells and drop what follows them, only ever in that sequence's own cells.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -26,6 +31,9 @@ from worker.text_stream import TextStream
 
 TOO_LONG = "the input length exceeds the context length"
 EMPTY = "the input is empty after tokenization"
+PREDICT_CAP = 10  # num_predict is at most this many contexts (Ollama's cap), so a shifting sequence ends
+
+log = logging.getLogger(__name__)
 
 
 class NoFreeSlot(RuntimeError):
@@ -63,6 +71,7 @@ class _Seq:
         "fed",
         "generated",
         "held_logprobs",
+        "keep",
         "limit",
         "logprobs",
         "n_past",
@@ -73,6 +82,7 @@ class _Seq:
         "request_id",
         "sampler",
         "seq_id",
+        "shift",
         "stream",
         "t_admit",
         "t_first",
@@ -88,6 +98,9 @@ class _Seq:
         sampler: SequenceSampler,
         limit: int,
         logprobs: int | None = None,
+        *,
+        keep: int = 0,
+        shift: bool = False,
     ) -> None:
         self.request_id = request_id
         self.seq_id = seq_id
@@ -95,7 +108,10 @@ class _Seq:
         self.sampler = sampler
         self.stream = TextStream(options.stop)
         self.limit = limit  # positions this sequence may fill
-        self.num_predict = options.num_predict  # <= 0: until the context is full
+        self.keep = keep  # leading cells a context shift never drops
+        self.shift = shift  # a full context shifts instead of ending the answer
+        cap = PREDICT_CAP * limit
+        self.num_predict = options.num_predict if 0 < options.num_predict <= cap else cap
         self.fed = 0  # prompt tokens decoded so far
         self.n_past = 0  # cells this sequence holds in the KV cache
         self.next_token = -1  # sampled, not yet decoded; -1 while in prefill
@@ -156,6 +172,8 @@ class Engine:
                 raise RuntimeError("llama.cpp could not create a context")
             self._weights.apply_adapters(self._ctx)
             self._mem: Any = lib.llama_get_memory(self._ctx)
+            # Recurrent and some multimodal models cannot move cells: theirs end at the context.
+            self._can_shift = bool(lib.llama_memory_can_shift(self._mem))
             self._batch = lib.llama_batch_init(self._n_batch, 0, 1)
         except BaseException:
             self.close()
@@ -208,10 +226,14 @@ class Engine:
     # -- admission and cancellation --------------------------------------------------------
 
     def add(self, request_id: str, prompt: str, options: SamplingOptions, *, output: OutputFormat | None = None,
-            logprobs: int | None = None, logit_bias: Mapping[int, float] | None = None) -> None:
+            logprobs: int | None = None, logit_bias: Mapping[int, float] | None = None, truncate: bool = True,
+            shift: bool = True) -> None:
         """Admit a request; its events come from later `step()` calls. `output` constrains the
         text to a JSON schema; `logprobs` asks for each token's log probability with that many
-        alternatives; `logit_bias` adds to the logits of token ids before sampling."""
+        alternatives; `logit_bias` adds to the logits of token ids before sampling. `truncate`:
+        a prompt too long for the context loses tokens after its first `num_keep`, else it
+        fails (400); `shift`: a full context drops older cells and goes on, else it ends the
+        answer with "length" (Ollama's flags and defaults)."""
         if self._closed:
             raise RuntimeError("the engine is closed")
         if request_id in self._by_id:
@@ -223,9 +245,15 @@ class Engine:
         if not tokens:
             self._pending.append(Failed(request_id, EMPTY, 400))
             return
+        keep = kept_cells(options.num_keep, len(tokens), self._weights.add_bos, limit)
         if len(tokens) >= limit:  # no room left for even one generated token
-            self._pending.append(Failed(request_id, TOO_LONG, 400))
-            return
+            if not truncate or limit < 2:
+                self._pending.append(Failed(request_id, TOO_LONG, 400))
+                return
+            new = truncated(tokens, keep, limit)
+            log.warning("truncating input prompt: limit=%d prompt=%d keep=%d new=%d",
+                        limit, len(tokens), keep, len(new))
+            tokens = new
         n_vocab = self._weights.n_vocab
         bad = next((t for t in (logit_bias or {}) if not 0 <= t < n_vocab), None)
         if bad is not None:
@@ -242,7 +270,8 @@ class Engine:
         sampler.prime(tokens)
         seq_id = self._free.pop(0)
         top = None if logprobs is None else max(0, min(logprobs, MAX_TOP))
-        seq = _Seq(request_id, seq_id, tokens, options, sampler, limit, top)
+        seq = _Seq(request_id, seq_id, tokens, options, sampler, limit, top, keep=keep,
+                   shift=shift and self._can_shift)
         self._slots[seq_id] = seq
         self._by_id[request_id] = seq
 
@@ -373,10 +402,25 @@ class Engine:
             events.append(seq.out(text))
         if stopped:
             self._finish(seq, "stop", events)
-        elif 0 < seq.num_predict <= seq.generated or seq.n_past >= seq.limit:
+        elif seq.num_predict <= seq.generated:
             self._finish(seq, "length", events)
+        elif seq.n_past >= seq.limit and not (seq.shift and self._shift_context(seq)):
+            self._finish(seq, "length", events)  # `token` has no cell to go in
         else:
             seq.next_token = token
+
+    def _shift_context(self, seq: _Seq) -> bool:
+        """Make room in a full sequence: drop half of the cells after its first `keep` and
+        move the rest back over them (Ollama's runner and llama.cpp's server both discard
+        half). Only this sequence's cells move; llama.cpp re-rotates the moved keys (RoPE)
+        at the next decode. False if the cells could not be removed."""
+        keep = seq.keep
+        discard = (seq.n_past - keep) // 2
+        if not lib.llama_memory_seq_rm(self._mem, seq.seq_id, keep, keep + discard):
+            return False
+        lib.llama_memory_seq_add(self._mem, seq.seq_id, keep + discard, -1, -discard)
+        seq.n_past -= discard
+        return True
 
     def _finish(self, seq: _Seq, reason: Literal["stop", "length"], events: list[EngineEvent]) -> None:
         rest = seq.stream.flush()
@@ -419,3 +463,23 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def kept_cells(num_keep: int, n_prompt: int, add_bos: bool, limit: int) -> int:
+    """The leading cells truncation and shifting never drop: `num_keep` prompt tokens (-1: the
+    whole prompt) after the BOS the tokenizer adds, as Ollama's llama.cpp runner counts them;
+    at most `limit - 2`, so a truncated prompt keeps one token of its end and leaves a cell to
+    generate into, and a shift always frees at least one cell."""
+    keep = n_prompt if num_keep < 0 else num_keep + int(add_bos)
+    return max(0, min(keep, limit - 2))
+
+
+def truncated(tokens: list[int], keep: int, limit: int) -> list[int]:
+    """A prompt of `limit` or more tokens cut to its first `keep` tokens and its newest
+    `(limit - keep) // 2`: half of the room after `keep` goes to the prompt, half to the answer.
+    Ollama cuts the prompt to exactly `limit` tokens and its first generated token then shifts
+    half of what follows `keep` away; cutting that half up front keeps the same tokens without
+    decoding ones only to drop them, and with `shift: false` leaves room to answer rather than
+    none. (llama.cpp's server likewise keeps n_keep and about half of the rest.)"""
+    tail = max(1, (limit - keep) // 2)
+    return tokens[:keep] + tokens[len(tokens) - tail :]

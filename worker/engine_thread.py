@@ -41,6 +41,8 @@ class _Add:
     output: OutputFormat | None = None
     logprobs: int | None = None
     logit_bias: Mapping[int, float] | None = None
+    truncate: bool = True
+    shift: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +80,10 @@ class EngineThread:
         self._thread.start()
 
     def submit(self, request_id: str, prompt: str, options: SamplingOptions, *, output: OutputFormat | None = None,
-               logprobs: int | None = None, logit_bias: Mapping[int, float] | None = None) -> None:
+               logprobs: int | None = None, logit_bias: Mapping[int, float] | None = None, truncate: bool = True,
+               shift: bool = True) -> None:
         """Start a generation; the keywords are `Engine.add`'s."""
-        self._inbox.put(_Add(request_id, prompt, options, output, logprobs, logit_bias))
+        self._inbox.put(_Add(request_id, prompt, options, output, logprobs, logit_bias, truncate, shift))
 
     def embed(self, job: Job) -> None:
         """Run an embed job (`job.embed` holds its inputs); it ends with one Embedded or Failed."""
@@ -111,7 +114,8 @@ class EngineThread:
         try:
             if isinstance(command, _Add):
                 self.engine.add(command.request_id, command.prompt, command.options, output=command.output,
-                                logprobs=command.logprobs, logit_bias=command.logit_bias)
+                                logprobs=command.logprobs, logit_bias=command.logit_bias,
+                                truncate=command.truncate, shift=command.shift)
             else:
                 if self._embedder is None:
                     self._embedder = self._make_embedder()

@@ -176,7 +176,7 @@ class Worker:
                 log.info("job %s for %s from user %r", job.id, job.model, job.user)
             if job.prompt is not None:
                 host.thread.submit(job.id, job.prompt, job.options, output=job.format, logprobs=job.logprobs,
-                                   logit_bias=job.logit_bias)
+                                   logit_bias=job.logit_bias, truncate=job.truncate, shift=job.shift)
             else:
                 host.thread.embed(job)
         self._outbox_ready.set()

@@ -47,8 +47,8 @@ class OptionSpec:
 _SPECS = (
     OptionSpec("num_ctx", "integer", None, "Context window in tokens; default HERD_CONTEXT_LENGTH, "
                "capped at the model's training context."),
-    OptionSpec("num_predict", "integer", -1, "Most tokens to generate; -1: until the context is full."),
-    OptionSpec("num_keep", "integer", 4, "Prompt tokens kept when the context shifts."),
+    OptionSpec("num_predict", "integer", -1, "Most tokens to generate; -1: ten contexts (one without shift)."),
+    OptionSpec("num_keep", "integer", 4, "Prompt tokens kept when a prompt is truncated or the context shifts."),
     OptionSpec("temperature", "float32", 0.8, "Sampling temperature; 0 is greedy."),
     OptionSpec("top_k", "integer", 40, "Sample from the k most likely tokens; 0 disables."),
     OptionSpec("top_p", "float32", 0.9, "Nucleus sampling threshold."),
