@@ -399,8 +399,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Flags may come anywhere, as with `ollama` (`herd run MODEL --format json PROMPT`):
+    argparse stops filling PROMPT at the first flag, so the words after it are added back."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "prompt", None) is not None and not any(word.startswith("-") for word in extra):
+        args.prompt = [*args.prompt, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
         build_parser().print_help()

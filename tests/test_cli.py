@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
+
+import httpx
+import pytest
 
 from herd.processes import free_port
 from tests.stack import Stack
@@ -60,3 +65,45 @@ def test_no_server_is_a_friendly_error(herd: Stack) -> None:
         herd.env["HERD_HOST"] = original
     assert result.returncode == 1
     assert "herd serve" in result.stderr
+
+
+VERBS = ["serve", "gateway", "worker", "create", "cp", "list", "ls", "show", "rm", "ps", "stop", "run", "pull",
+         "push", "config"]
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help(herd: Stack, verb: str) -> None:
+    result = herd.herd(verb, "--help")
+    assert result.stdout.startswith(f"usage: herd {verb}") and "-h, --help" in result.stdout
+
+
+def test_cp_then_show_sections(herd: Stack, model_name: str, tmp_path: Path) -> None:
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(f'FROM {model_name}\nPARAMETER stop "<|im_end|>"\nPARAMETER top_k 7\n'
+                         'LICENSE """Apache 2.0\nsee the text"""\n')
+    herd.herd("create", "licensed", "-f", str(modelfile))
+    assert "copied 'licensed' to 'licensed-copy'" in herd.herd("cp", "licensed", "licensed-copy").stdout
+    try:
+        parameters = herd.herd("show", "licensed-copy", "--parameters").stdout
+        assert "top_k" in parameters and '"<|im_end|>"' in parameters
+        assert "{{" in herd.herd("show", "licensed-copy", "--template").stdout
+        assert herd.herd("show", "licensed-copy", "--license").stdout.strip() == "Apache 2.0\nsee the text"
+    finally:
+        herd.herd("rm", "licensed", "licensed-copy")
+    assert "licensed" not in herd.herd("list").stdout
+
+
+def _loaded(stack: Stack) -> int:
+    return len(httpx.get(stack.base_url + "/api/ps", timeout=10).json()["models"])
+
+
+def test_run_with_format_json_and_keepalive(herd: Stack, model_name: str) -> None:
+    herd.herd("run", model_name, "Hi")  # the demo weights are loaded (named after whoever loaded them first)
+    loaded = _loaded(herd)
+    result = herd.herd("run", model_name, "--format", "json", "--keepalive", "0",
+                       "Give a JSON object with a key name and a value.")
+    json.loads(result.stdout)  # grammar-constrained: always parses
+    deadline = time.monotonic() + 20
+    while _loaded(herd) != loaded - 1:  # keepalive 0: unloaded once the answer is done
+        assert time.monotonic() < deadline, "keepalive 0 left the model loaded"
+        time.sleep(0.2)
