@@ -86,12 +86,13 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(root: Path, redis_url: str | None = None, **settings: str | int) -> Iterator[Stack]:
+def running_stack(root: Path, redis_url: str | None = None, *, workers: int = 1,
+                  **settings: str | int) -> Iterator[Stack]:
     """A stack on its own Redis unless one is given; everything stopped afterwards."""
     with contextlib.ExitStack() as cleanup:
         if redis_url is None:
             redis_url = cleanup.enter_context(EmbeddedRedis()).url
-        stack = Stack(root, redis_url, **settings)
+        stack = Stack(root, redis_url, workers=workers, **settings)
         cleanup.callback(stack.stop)
         yield stack.start()
 

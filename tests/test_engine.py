@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -70,6 +71,12 @@ class Outcome:
     end: Finished | Failed | None = None
     chunks: list[str] = field(default_factory=list)
     logprob_chunks: list[list[TokenLogprob] | None] = field(default_factory=list)
+
+    def asked_logprobs(self) -> list[list[TokenLogprob]]:
+        """The logprobs of a request that asked for them: a list for every chunk, never None."""
+        chunks = [c for c in self.logprob_chunks if c is not None]
+        assert len(chunks) == len(self.logprob_chunks)
+        return chunks
 
 
 def collect(events: list[EngineEvent], into: dict[str, Outcome]) -> None:
@@ -426,7 +433,8 @@ def generate(engine: Engine, prompt: str, options: SamplingOptions, **kwargs: ob
 
 
 @pytest.mark.parametrize("schema", [PERSON, TOOL_CALL, None], ids=["person", "tool-call", "any-object"])
-def test_grammar_with_greedy_gives_valid_json_and_stops_at_its_end(engine: Engine, schema: dict | None) -> None:
+def test_grammar_with_greedy_gives_valid_json_and_stops_at_its_end(engine: Engine,
+                                                                   schema: dict[str, Any] | None) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     prompt = chat("What is the weather in Paris? Answer as JSON." if schema is TOOL_CALL else
                   "Describe a fictional person as JSON with name, age and is_student.")
@@ -468,7 +476,7 @@ def test_grammar_applies_to_what_is_generated_not_to_the_prompt(engine: Engine) 
         ({"type": "array", "items": {"type": "string"}, "minItems": 3, "maxItems": 1}, "less than"),
     ],
 )
-def test_a_schema_the_compiler_cannot_handle_fails_the_request_with_400(engine: Engine, schema: dict,
+def test_a_schema_the_compiler_cannot_handle_fails_the_request_with_400(engine: Engine, schema: dict[str, Any],
                                                                          needle: str) -> None:
     out = generate(engine, chat("Hi"), greedy(8), output=OutputFormat(json_schema=schema))
     assert isinstance(out.end, Failed) and out.end.status == 400 and needle in out.end.message
@@ -483,10 +491,10 @@ def test_a_cut_json_ends_with_length(engine: Engine) -> None:
 def test_logprobs_are_one_per_token_aligned_with_the_text(engine: Engine) -> None:
     out = generate(engine, STORY, greedy(24), logprobs=3)
     assert finished(out).eval_count == 24
-    entries = [e for chunk in out.logprob_chunks for e in chunk]
+    entries = [e for chunk in out.asked_logprobs() for e in chunk]
     assert len(entries) == 24
     assert b"".join(e.piece for e in entries).decode() == out.text
-    for text, chunk in zip(out.chunks, out.logprob_chunks, strict=True):
+    for text, chunk in zip(out.chunks, out.asked_logprobs(), strict=True):
         assert b"".join(e.piece for e in chunk).decode() == text
     for e in entries:
         assert e.logprob <= 0 and len(e.top) == 3
@@ -498,7 +506,7 @@ def test_logprobs_are_one_per_token_aligned_with_the_text(engine: Engine) -> Non
 def test_logprobs_of_a_stop_string_are_dropped_with_it(engine: Engine, solo_story: str) -> None:
     stop = solo_story[20:26]
     out = generate(engine, STORY, greedy(stop=[stop]), logprobs=0)
-    entries = [e for chunk in out.logprob_chunks for e in chunk]
+    entries = [e for chunk in out.asked_logprobs() for e in chunk]
     spelled = b"".join(e.piece for e in entries).decode()
     assert out.text == solo_story[:20]
     # Tokens that began before the stop string are reported; at most the last runs into it.

@@ -12,6 +12,12 @@ from tests.stack import Stack
 GREEDY = {"temperature": 0, "seed": 7, "num_predict": 24}
 
 
+def streamed(parts: list[ollama.GenerateResponse]) -> str:
+    """The text of a streamed generate: every part carries a response, if only an empty one."""
+    assert all(p.response is not None for p in parts)
+    return "".join(p.response or "" for p in parts)
+
+
 @pytest.fixture(scope="module")
 def client(herd: Stack) -> ollama.Client:
     return ollama.Client(host=herd.base_url)
@@ -43,7 +49,7 @@ def test_generate_stream_and_not(client: ollama.Client, model_name: str) -> None
     whole = client.generate(model=model_name, prompt="Why is the sky blue?", options=GREEDY)
     assert whole.response
     parts = list(client.generate(model=model_name, prompt="Why is the sky blue?", options=GREEDY, stream=True))
-    assert "".join(p.response for p in parts) == whole.response
+    assert streamed(parts) == whole.response
     assert parts[-1].done_reason == whole.done_reason
 
 
@@ -103,9 +109,9 @@ async def test_async_client_chat_generate_embed_ps(herd: Stack, model_name: str)
     assert chat.done and chat.message.content
     parts = [p async for p in await client.generate(model=model_name, prompt="Why is the sky blue?",
                                                      options=GREEDY, stream=True)]
-    assert [p.done for p in parts].count(True) == 1 and "".join(p.response for p in parts)
+    assert [p.done for p in parts].count(True) == 1 and streamed(parts)
     whole = await client.generate(model=model_name, prompt="Why is the sky blue?", options=GREEDY)
-    assert whole.response == "".join(p.response for p in parts)
+    assert whole.response == streamed(parts)
     embedded = await client.embed(model=model_name, input=["one", "two"])
     assert len(embedded.embeddings) == 2 and len(embedded.embeddings[0]) == 576
     # The demo weights are loaded (under the name of whichever model loaded them first, as in Ollama).

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.stack import Stack
 
-GREEDY = {"temperature": 0, "seed": 42, "max_tokens": 24}
+
+class Sampling(TypedDict):
+    """Parameters both create methods take, so they can be spread into either."""
+
+    temperature: float
+    seed: int
+    max_tokens: int
+
+
+GREEDY: Sampling = {"temperature": 0, "seed": 42, "max_tokens": 24}
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +43,9 @@ def test_chat_completion_answers_with_usage(client: openai.OpenAI, model_name: s
 
 
 def test_streamed_chat_equals_unstreamed_chat(client: openai.OpenAI, model_name: str) -> None:
-    messages = [{"role": "user", "content": "Write one sentence about the sea."}]
-    whole = client.chat.completions.create(model=model_name, messages=messages, **GREEDY)  # type: ignore[arg-type]
-    stream = client.chat.completions.create(model=model_name, messages=messages, stream=True,  # type: ignore[arg-type]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Write one sentence about the sea."}]
+    whole = client.chat.completions.create(model=model_name, messages=messages, **GREEDY)
+    stream = client.chat.completions.create(model=model_name, messages=messages, stream=True,
                                             stream_options={"include_usage": True}, **GREEDY)
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -42,8 +54,8 @@ def test_streamed_chat_equals_unstreamed_chat(client: openai.OpenAI, model_name:
     finishing = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert [c.choices[0].finish_reason for c in finishing] == [whole.choices[0].finish_reason]
     assert chunks[-1].choices == []
-    assert chunks[-1].usage is not None
-    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+    assert chunks[-1].usage is not None and whole.usage is not None
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
 def test_max_tokens_caps_the_answer(client: openai.OpenAI, model_name: str) -> None:
@@ -55,13 +67,13 @@ def test_max_tokens_caps_the_answer(client: openai.OpenAI, model_name: str) -> N
 
 
 def test_stop_string_ends_the_answer_and_is_not_shown(client: openai.OpenAI, model_name: str) -> None:
-    messages = [{"role": "user", "content": "List the numbers 1, 2, 3, 4, 5 separated by commas."}]
-    free = client.chat.completions.create(model=model_name, messages=messages, **GREEDY)  # type: ignore[arg-type]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "List the numbers 1, 2, 3, 4, 5 separated by commas."}]
+    free = client.chat.completions.create(model=model_name, messages=messages, **GREEDY)
     text = free.choices[0].message.content or ""
     assert len(text) > 4
     stop = text[2:4]
-    cut = client.chat.completions.create(model=model_name, messages=messages, stop=[stop],  # type: ignore[arg-type]
-                                         **GREEDY)
+    cut = client.chat.completions.create(model=model_name, messages=messages, stop=[stop], **GREEDY)
     assert cut.choices[0].message.content == text[: text.index(stop)]
     assert cut.choices[0].finish_reason == "stop"
 

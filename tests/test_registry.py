@@ -219,6 +219,7 @@ class _TokenRegistry(BaseHTTPRequestHandler):
             self.scopes.append(self.path)
             self._send(200, json.dumps({"token": "t0ken"}).encode())
         elif self.headers.get("Authorization") != "Bearer t0ken":
+            assert isinstance(self.server, ThreadingHTTPServer)  # an AF_INET address: (host, port)
             realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
             self._send(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {
                 "WWW-Authenticate": f'Bearer realm="{realm}",service="test",scope="repository:team/m:pull"'})

@@ -94,13 +94,14 @@ def test_ollama_client_push_and_pull_stream_or_not(herd: Stack, fresh: Stack,
 
 
 def test_unknown_model_is_ollamas_error_streamed_or_not(fresh: Stack, registry: DockerRegistry) -> None:
-    body = {"model": f"{registry.host}/team/nothing-here", "insecure": True}
+    model = f"{registry.host}/team/nothing-here"
+    body = {"model": model, "insecure": True}
     assert _lines(fresh, "/api/pull", body) == (200, [
         {"status": "pulling manifest"}, {"error": "pull model manifest: file does not exist"}])
     reply = httpx.post(fresh.base_url + "/api/pull", json={**body, "stream": False}, timeout=60)
     assert reply.status_code == 500 and reply.json() == {"error": "pull model manifest: file does not exist"}
     with pytest.raises(ollama.ResponseError, match="pull model manifest: file does not exist"):
-        ollama.Client(host=fresh.base_url).pull(body["model"], insecure=True)
+        ollama.Client(host=fresh.base_url).pull(model, insecure=True)
     _, lines = _lines(fresh, "/api/push", {"model": "not-here-at-all", "insecure": True})
     assert lines[-1] == {"error": 'model "not-here-at-all" not found'}
     reply = httpx.post(fresh.base_url + "/api/pull", json={"model": "../x"}, timeout=60)
@@ -146,6 +147,8 @@ def test_cli_draws_bars_on_a_terminal(herd: Stack, publish: Callable[[str], str]
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+    output = child.before
+    assert output is not None  # set by expect(EOF): all the output
     # One bar a blob, redrawn in place (cursor up), the size at the end.
-    assert "\x1b[" in child.before and "100% ▕█████████████████████████▏  98 MB" in child.before
-    assert child.before.rstrip().endswith("success")
+    assert "\x1b[" in output and "100% ▕█████████████████████████▏  98 MB" in output
+    assert output.rstrip().endswith("success")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import openai
 import pytest
+from openai.types.responses import ResponseCompletedEvent, ResponseIncompleteEvent, ResponseInputParam
 
 from tests.stack import Stack
 
@@ -25,11 +26,10 @@ def test_response_with_instructions(client: openai.OpenAI, model_name: str) -> N
 
 
 def test_streamed_response_equals_unstreamed(client: openai.OpenAI, model_name: str) -> None:
-    conversation = [{"role": "user", "content": "Say something about rain."}]
-    whole = client.responses.create(model=model_name, input=conversation,  # type: ignore[arg-type]
-                                    temperature=0, max_output_tokens=20)
-    events = list(client.responses.create(model=model_name, input=conversation,  # type: ignore[arg-type]
-                                          temperature=0, max_output_tokens=20, stream=True))
+    conversation: ResponseInputParam = [{"role": "user", "content": "Say something about rain."}]
+    whole = client.responses.create(model=model_name, input=conversation, temperature=0, max_output_tokens=20)
+    events = list(client.responses.create(model=model_name, input=conversation, temperature=0,
+                                          max_output_tokens=20, stream=True))
     kinds = [e.type for e in events]
     assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added",
                          "response.content_part.added"]
@@ -37,7 +37,8 @@ def test_streamed_response_equals_unstreamed(client: openai.OpenAI, model_name: 
     assert [e.sequence_number for e in events] == list(range(len(events)))
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert text == whole.output_text
-    assert events[-1].response.output_text == text  # type: ignore[union-attr]
+    assert isinstance(events[-1], ResponseCompletedEvent | ResponseIncompleteEvent)
+    assert events[-1].response.output_text == text
 
 
 def test_max_output_tokens_makes_it_incomplete(client: openai.OpenAI, model_name: str) -> None:

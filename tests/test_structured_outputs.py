@@ -126,6 +126,7 @@ def test_ollama_client_with_a_pydantic_schema(herd: Stack) -> None:
         options=options, stream=True))
     assert Book.model_validate_json(streamed) == book
     generated = client.generate(model=MODEL, prompt=BOOK_PROMPT, format=Book.model_json_schema(), options=options)
+    assert generated.response is not None
     Book.model_validate_json(generated.response)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import herd
 from herd.chat_prompt import match_named_template, templates_dir
 from herd.store.gguf import read_gguf
 from herd.store.modelfile import parse_modelfile
@@ -72,7 +73,8 @@ def test_a_model_made_from_a_model_is_not_detected_again(store: ModelStore, tmp_
 
 def test_the_named_templates_ship_inside_the_package() -> None:
     """An installed wheel finds them (pyproject package-data), without ../shared beside it."""
-    packaged = Path(__import__("herd").__file__).parent / "templates"
+    assert herd.__file__ is not None  # a regular package
+    packaged = Path(herd.__file__).parent / "templates"
     assert templates_dir() == packaged
     assert (packaged / "index.json").is_file() and (packaged / "LICENSE.ollama").is_file()
     assert match_named_template(smollm_template()) is not None

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 import ollama
 import openai
 import pytest
@@ -44,7 +44,7 @@ PARIS: dict[str, Any] = {"city": "Paris", "unit": "celsius"}
 def is_paris_call(arguments: dict[str, Any] | str) -> bool:
     """The model's own (unforced) call: the city it was asked about, arguments valid for the schema.
     Which unit it picks is the model's choice, and greedy decoding differs between CPUs."""
-    parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
+    parsed: dict[str, object] = json.loads(arguments) if isinstance(arguments, str) else arguments
     jsonschema.validate(parsed, PARAMETERS)
     return parsed["city"] == "Paris"
 

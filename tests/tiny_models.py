@@ -32,14 +32,18 @@ def smollm_info() -> GGUFInfo:
 def _add_tokenizer(writer: gguf.GGUFWriter) -> int:
     """SmolLM2's tokenizer and chat template; returns the vocabulary size."""
     meta = smollm_info().metadata
-    tokens = [str(t) for t in meta["tokenizer.ggml.tokens"]]  # type: ignore[union-attr]
+    vocab, types, merges = (meta[f"tokenizer.ggml.{k}"] for k in ("tokens", "token_type", "merges"))
+    bos, eos = meta["tokenizer.ggml.bos_token_id"], meta["tokenizer.ggml.eos_token_id"]
+    assert isinstance(vocab, list) and isinstance(types, list) and isinstance(merges, list)  # include_arrays
+    assert isinstance(bos, int) and isinstance(eos, int)
+    tokens = [str(t) for t in vocab]
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(str(meta["tokenizer.ggml.pre"]))
     writer.add_token_list(tokens)
-    writer.add_token_types([int(t) for t in meta["tokenizer.ggml.token_type"]])  # type: ignore[union-attr]
-    writer.add_token_merges([str(m) for m in meta["tokenizer.ggml.merges"]])  # type: ignore[union-attr]
-    writer.add_bos_token_id(int(meta["tokenizer.ggml.bos_token_id"]))
-    writer.add_eos_token_id(int(meta["tokenizer.ggml.eos_token_id"]))
+    writer.add_token_types([int(t) for t in types])
+    writer.add_token_merges([str(m) for m in merges])
+    writer.add_bos_token_id(bos)
+    writer.add_eos_token_id(eos)
     writer.add_chat_template(str(meta["tokenizer.chat_template"]))
     return len(tokens)
 
