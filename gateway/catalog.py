@@ -23,7 +23,6 @@ from herd.store.gguf import GGUFInfo, read_gguf
 from herd.store.names import InvalidModelName, parse_name
 from herd.store.store import ModelRecord, ModelStore
 
-
 _GGUF_CACHE = 32
 _gguf_by_digest: dict[str, GGUFInfo] = {}  # keyed by the weights' content digest: never stale
 
