@@ -135,7 +135,9 @@ async def test_a_cancelled_pull_keeps_its_bytes_for_the_next(source: ModelStore,
 
     with Proxy(registry.port, cut_after=50_000_000) as proxy:
         pulling = asyncio.create_task(pull_model(store, pushed.replace(registry.host, proxy.host), emit=emit,
-                                                 insecure=True, tuning=Tuning(retries=1000, backoff=0.05)))
+                                                 insecure=True,
+                                                 # a save after every write: the cancel lands mid-save
+                                                 tuning=Tuning(retries=1000, backoff=0.05, checkpoint=1)))
         with pytest.raises(asyncio.CancelledError):
             await pulling
     kept = sum(json.loads(p.read_text())["Completed"] for p in store.blobs_dir.glob("sha256-*-partial-*"))

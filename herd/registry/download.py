@@ -187,8 +187,10 @@ class BlobDownload:
                     room = part.size - part.completed - len(buffer)
                     buffer += chunk[:room]
                     if len(buffer) >= _WRITE:
-                        await self._write(part, buffer)
-                        buffer = bytearray()
+                        # Hand the bytes over before awaiting: if the task is cancelled while their
+                        # progress is saved, the `finally` below must not write them a second time.
+                        full, buffer = buffer, bytearray()
+                        await self._write(part, full)
                     if len(chunk) >= room:
                         break  # the part is whole (anything more is not ours)
             finally:
