@@ -11,7 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
+from herd import protocol
 from tests.stack import ENDLESS, Stack, running_stack
 
 
@@ -101,3 +103,15 @@ def test_worker_stopping_mid_stream_ends_with_an_error_line(tmp_path: Path, mode
             rest = [json.loads(line) for line in lines if line]
         assert rest, "the stream ended without a word"
         assert "error" in rest[-1] and "done" not in rest[-1]
+
+
+def test_every_events_stream_expires(one_slot: Stack, model_name: str) -> None:
+    """Events streams carry a TTL (set once, renewed a minute later, not per token), so the
+    streams of clients that never read them do not pile up in Redis."""
+    for _ in range(2):
+        assert _quick(one_slot.base_url, model_name, timeout=20)["done"] is True
+    client = redis.Redis.from_url(one_slot.redis_url)
+    keys = list(client.scan_iter(match=protocol.PREFIX + "events:*"))
+    assert keys
+    ttls = [client.pttl(key) for key in keys]
+    assert all(0 < ttl <= protocol.EVENTS_TTL_MS for ttl in ttls), ttls

@@ -34,6 +34,10 @@ from worker.janitor import Janitor, requeue
 log = logging.getLogger(__name__)
 
 _CLAIM_BLOCK_MS = 1000
+# An events stream lives EVENTS_TTL_MS (10 min) past its last renewal; renewing once a minute
+# keeps a long generation's stream alive with one PEXPIRE a minute instead of one per token.
+_TTL_RENEW_S = 60.0
+_TTL_TRACKED = 4096  # renewal times kept before the finished jobs' ones are dropped
 
 
 def default_worker_id() -> str:
@@ -50,6 +54,7 @@ class Worker:
         self._loading: set[str] = set()
         self._outbox: list[tuple[str, bytes]] = []  # (events key, encoded event)
         self._acks: list[tuple[str, str]] = []  # (job stream, entry id)
+        self._ttl_renewed: dict[str, float] = {}  # events key -> when its TTL was last set (monotonic)
         self._outbox_ready = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._claim_client_id: int | None = None
@@ -369,12 +374,23 @@ class Worker:
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, data in outbox:
                 pipe.xadd(key, {"m": data}, maxlen=protocol.EVENTS_MAXLEN, approximate=True)
-            for key in {key for key, _ in outbox}:
+            for key in self._ttl_due({key for key, _ in outbox}):
                 pipe.pexpire(key, protocol.EVENTS_TTL_MS)
             for stream, entry_id in acks:
                 pipe.xack(stream, protocol.WORKERS_GROUP, entry_id)
                 pipe.xdel(stream, entry_id)
             await pipe.execute()
+
+    def _ttl_due(self, keys: set[str]) -> list[str]:
+        """The events streams whose TTL to (re)set now: new ones, and those last set a while
+        ago. Renewing it with every token cost Redis a command per token per stream."""
+        now = time.monotonic()
+        due = [key for key in keys if now - self._ttl_renewed.get(key, -math.inf) >= _TTL_RENEW_S]
+        for key in due:
+            self._ttl_renewed[key] = now
+        if len(self._ttl_renewed) > _TTL_TRACKED:  # forget finished jobs' streams
+            self._ttl_renewed = {k: t for k, t in self._ttl_renewed.items() if now - t < _TTL_RENEW_S}
+        return due
 
     # ---- cancellation and heartbeat ----------------------------------------------------
 
