@@ -3,9 +3,9 @@ Herd is compared with.
 
 Run as `python -m bench.peer_server ARGS...` it is that server, unchanged, except for one
 patch made before the server's modules are imported: `llama_model_default_params()` returns
-params with `use_extra_bufts = False`. The server loads its model through the high-level
-`Llama` class, which calls that function; without the patch llama.cpp's AMX kernels crash on
-the first decode on CPUs with AMX (the same setting Herd's worker uses).
+params with `use_extra_bufts` as Herd's worker sets it (off on CPUs with AMX). The server
+loads its model through the high-level `Llama` class, which calls that function; without the
+patch llama.cpp's AMX kernels crash on the first decode on CPUs with AMX.
 """
 
 from __future__ import annotations
@@ -47,12 +47,14 @@ def _patch_default_params() -> None:
 
     original: Callable[[], Any] = bindings.llama_model_default_params
 
-    def without_extra_bufts() -> Any:
+    from worker.llama_model import extra_buffer_types_safe
+
+    def as_herd_loads() -> Any:
         params = original()
-        params.use_extra_bufts = False
+        params.use_extra_bufts = extra_buffer_types_safe()
         return params
 
-    bindings.llama_model_default_params = without_extra_bufts
+    bindings.llama_model_default_params = as_herd_loads
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import llama_cpp.llama_cpp as _llama
 
+from worker.llama_model import extra_buffer_types_safe
+
 # The bindings' pointer types exist only for type checkers: treat the module as untyped.
 lib: Any = _llama
 
@@ -60,7 +62,7 @@ class RawModel:
         lib.llama_log_set(_quiet_log, ctypes.c_void_p(0))
         lib.llama_backend_init()
         params = lib.llama_model_default_params()
-        params.use_extra_bufts = False  # llama.cpp's AMX kernels crash on this machine's CPUs
+        params.use_extra_bufts = extra_buffer_types_safe()  # as Herd's worker loads models
         self.model: Any = lib.llama_model_load_from_file(path.encode(), params)
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {path}")

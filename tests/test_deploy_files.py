@@ -85,4 +85,4 @@ def test_dockerfile_copies_what_exists_and_installs_the_worker() -> None:
         *sources, _ = line.split()
         assert all((root / source).exists() for source in sources), line
     assert '".[worker]"' in text and "use_extra_bufts" in text
-    assert "use_extra_bufts = False" in (root / "worker" / "llama_model.py").read_text()
+    assert "use_extra_bufts = extra_buffer_types_safe()" in (root / "worker" / "llama_model.py").read_text()

@@ -84,6 +84,25 @@ class ModelLoadError(RuntimeError):
     """llama.cpp could not load the GGUF file."""
 
 
+def cpu_has_amx(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU reports Intel AMX (Linux's cpuinfo flags); unknown counts as yes."""
+    try:
+        with open(cpuinfo_path, encoding="utf-8", errors="replace") as cpuinfo:
+            flags = cpuinfo.read()
+    except OSError:
+        return True
+    return any(flag in flags.split() for flag in ("amx_tile", "amx_int8", "amx_bf16"))
+
+
+def extra_buffer_types_safe() -> bool:
+    """Whether weights may go to llama.cpp's extra buffer types (repacked and AMX kernels).
+    Repacking makes Q4_0/Q4_K/IQ4_NL/Q8_0 models decode and batch much faster (Q4_0 on 2
+    cores: 122 -> 165 tok/s for one sequence, 209 -> 268 for eight), but llama-cpp-python
+    0.3.36 crashes in ggml_backend_amx_mul_mat on the first decode on CPUs with AMX: there
+    (or when the CPU cannot be read) they stay off."""
+    return not cpu_has_amx()
+
+
 class LoadedWeights:
     """A GGUF model loaded with mmap, its tokenizer, and the LoRA adapters its contexts apply."""
 
@@ -94,9 +113,7 @@ class LoadedWeights:
         self.path = path
         self.size_bytes = os.path.getsize(path)
         params = lib.llama_model_default_params()
-        # CPUs with AMX crash in ggml_backend_amx_mul_mat on the first decode when weights
-        # go to the extra (repacking/AMX) buffer types: keep them in plain CPU buffers.
-        params.use_extra_bufts = False
+        params.use_extra_bufts = extra_buffer_types_safe()  # off on AMX CPUs: llama.cpp crashes there
         params.load_mode = lib.LLAMA_LOAD_MODE_MMAP
         model = lib.llama_model_load_from_file(path.encode(), params)
         if not model:
