@@ -16,9 +16,9 @@ from herd.store.gguf import read_gguf
 from herd.store.modelfile import parse_modelfile
 from herd.store.progress import Progress
 from herd.store.quantize import QuantizeError, parse_quantization
-from herd.store.store import ModelStore
+from herd.store.store import ModelStore, StoreError
 from tests.stack import Stack
-from tests.tiny_models import write_tiny_llama
+from tests.tiny_models import write_lora, write_tiny_llama
 
 ZERO_DIGEST = "0000000000000000000"
 
@@ -184,3 +184,17 @@ def test_cli_create_quantize_without_a_server(f16: Path, tmp_path: Path) -> None
     assert result.stdout.count("quantizing F16 model to Q4_0") == 1 and "success: created local:latest" in result.stdout
     record = ModelStore(tmp_path / "models").get("local")
     assert record is not None and record.details.quantization_level == "Q4_0"
+
+
+def test_a_failed_create_with_quantize_leaves_no_quantized_blob(f16: Path, tmp_path: Path) -> None:
+    """A bad ADAPTER is refused before any quantizing, and nothing new stays in the store."""
+    store = ModelStore(tmp_path / "models")
+    store.create("base", parse_modelfile(f"FROM {f16}"), base_dir=tmp_path)
+    blobs = sorted(p.name for p in store.blobs_dir.iterdir())
+    wrong = write_lora(tmp_path / "for-another-model.gguf", n_embd=576)  # SmolLM2's width, not tiny's
+    progress: list[Progress] = []
+    with pytest.raises(StoreError, match="ADAPTER"):
+        store.create("tiny:q8", parse_modelfile(f"FROM base\nADAPTER {wrong}"), base_dir=tmp_path,
+                     quantize="q8_0", progress=progress.append)
+    assert not [p for p in progress if p.status.startswith("quantizing")]
+    assert sorted(p.name for p in store.blobs_dir.iterdir()) == blobs

@@ -485,9 +485,8 @@ class ModelStore:
         quantization = parse_quantization(quantize) if quantize else None  # refuse before any work
         statuses: dict[str, str] = {}  # layer digest -> its progress line, when not "using existing layer"
         layers, config, parameters = self._from(modelfile, base_dir, statuses, progress)
-        if quantization is not None:
-            self._quantize(layers, config, quantization, statuses, progress)
 
+        # Adapters are checked before any quantizing (minutes of CPU) is spent.
         base_info: GGUFInfo | None = None
         for adapter in modelfile.adapters:
             path = self._local_file(adapter, base_dir, "ADAPTER")
@@ -498,6 +497,21 @@ class ModelStore:
                 base_info = read_checked(self.blob_path(model.digest), "model")
             check_adapter(read_checked(path, f"ADAPTER {adapter}"), f"ADAPTER {adapter}", base_info)
             layers.append(self._file_layer(MEDIA_ADAPTER, path))
+        if quantization is None:
+            return self._finish_create(target, modelfile, layers, config, parameters, statuses, progress)
+        before = {layer.digest for layer in layers}
+        self._quantize(layers, config, quantization, statuses, progress)
+        try:
+            return self._finish_create(target, modelfile, layers, config, parameters, statuses, progress)
+        except BaseException:  # never leave a quantized copy that no model uses
+            with self._locked():
+                self._collect({parse_digest(layer.digest) for layer in layers if layer.digest not in before})
+            raise
+
+    def _finish_create(self, target: ModelName, modelfile: Modelfile, layers: builtins.list[Layer],
+                       config: dict[str, Any], parameters: dict[str, Any], statuses: dict[str, str],
+                       progress: ProgressFn) -> ModelRecord:
+        """The Modelfile's text layers over the base's, then the manifest."""
 
         def replace(media_type: str, data: bytes) -> None:
             layers[:] = [layer for layer in layers if layer.media_type != media_type]
