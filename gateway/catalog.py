@@ -1,7 +1,8 @@
 """The gateway's view of the model store: resolve names, render prompts, describe models.
 
-Manifests are read on every request (they are small, and `herd create` or another
-gateway may change them); what is read from a GGUF is cached by its content digest.
+Models are looked up on every request (`herd create` or another gateway may change them; the
+store reuses a record while its manifest and blobs are unchanged); what is read from a GGUF
+is cached by its content digest.
 """
 
 from __future__ import annotations
