@@ -8,12 +8,13 @@ import sys
 import uvicorn
 
 from gateway.app import create_app
+from gateway.hosts import guard_hosts
 from herd.config import Config
 
 
 def run_gateway(config: Config, redis_url: str) -> None:
     """Serve in the foreground until SIGINT/SIGTERM (uvicorn handles both gracefully)."""
-    app = create_app(config, redis_url)
+    app = guard_hosts(create_app(config, redis_url), config.host)
     uvicorn.run(app, host=config.host, port=config.port, log_level="debug" if config.debug else "warning",
                 timeout_graceful_shutdown=5, access_log=config.debug)
 
