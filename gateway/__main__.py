@@ -7,6 +7,7 @@ import sys
 
 import uvicorn
 
+from gateway.api_keys import require_api_keys
 from gateway.app import create_app
 from gateway.hosts import guard_hosts
 from herd.config import Config
@@ -14,7 +15,7 @@ from herd.config import Config
 
 def run_gateway(config: Config, redis_url: str) -> None:
     """Serve in the foreground until SIGINT/SIGTERM (uvicorn handles both gracefully)."""
-    app = guard_hosts(create_app(config, redis_url), config.host)
+    app = guard_hosts(require_api_keys(create_app(config, redis_url), config.api_keys), config.host)
     uvicorn.run(app, host=config.host, port=config.port, log_level="debug" if config.debug else "warning",
                 timeout_graceful_shutdown=5, access_log=config.debug)
 

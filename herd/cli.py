@@ -25,7 +25,8 @@ class CliError(Exception):
 
 
 def _client(config: Config) -> httpx.Client:
-    return httpx.Client(base_url=config.base_url, timeout=httpx.Timeout(10.0, read=None))
+    headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else None
+    return httpx.Client(base_url=config.base_url, timeout=httpx.Timeout(10.0, read=None), headers=headers)
 
 
 def _request(config: Config, method: str, path: str, body: Any = None) -> Any:

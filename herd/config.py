@@ -49,6 +49,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FLASH_ATTENTION", "auto", "`1`/`0` forces flash attention on or off; `auto` lets llama.cpp "
             "decide."),
     Setting("ORIGINS", "", "Extra CORS origins, comma separated (`*` allowed), added to the localhost ones."),
+    Setting("API_KEYS", "", "Keys a client must send (`Authorization: Bearer KEY`) on every route but `/`, "
+            "comma separated; empty: no keys asked (as Ollama).", ollama_alias=False),
+    Setting("API_KEY", "", "The key the `herd` CLI sends to the server.", ollama_alias=False),
     Setting("LOAD_TIMEOUT", "5m", "How long one model load may take before a new load is requested for "
             "the jobs waiting on it."),
     Setting("NOPRUNE", "0", "`1` keeps the blobs a pull's new manifest no longer uses (by default they are "
@@ -108,6 +111,8 @@ class Config:
     num_thread: int
     flash_attention: bool | None  # None = auto
     origins: tuple[str, ...]
+    api_keys: tuple[str, ...]
+    api_key: str
     load_timeout: float
     noprune: bool
     debug: bool
@@ -142,6 +147,8 @@ class Config:
             num_thread=max(0, _int(raw["NUM_THREAD"], "0")),
             flash_attention=None if flash in {"", "auto"} else _truthy(flash),
             origins=tuple(o.strip() for o in raw["ORIGINS"].split(",") if o.strip()),
+            api_keys=tuple(k.strip() for k in raw["API_KEYS"].split(",") if k.strip()),
+            api_key=raw["API_KEY"].strip(),
             load_timeout=_duration_or_default(raw["LOAD_TIMEOUT"], "5m"),
             noprune=_truthy(raw["NOPRUNE"]),
             debug=_truthy(raw["DEBUG"]),
@@ -167,6 +174,8 @@ class Config:
             "HERD_NUM_THREAD": str(self.num_thread),
             "HERD_FLASH_ATTENTION": "auto" if self.flash_attention is None else str(int(self.flash_attention)),
             "HERD_ORIGINS": ",".join(self.origins),
+            "HERD_API_KEYS": ",".join(self.api_keys),
+            "HERD_API_KEY": self.api_key,
             "HERD_LOAD_TIMEOUT": duration(self.load_timeout),
             "HERD_NOPRUNE": str(int(self.noprune)),
             "HERD_DEBUG": str(int(self.debug)),

@@ -43,7 +43,7 @@ class Stack:
     def herd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the real `herd` CLI against this stack."""
         return subprocess.run([sys.executable, "-m", "herd", *args], env=self.env, capture_output=True,
-                              text=True, check=check, timeout=120)
+                              text=True, check=check, timeout=120, stdin=subprocess.DEVNULL)  # never a pipe left open
 
     def _log(self, name: str) -> int:
         return os.open(self.root / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
