@@ -12,8 +12,8 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from gateway.asgi import ASGIApp, respond
 from gateway.errors import error_body, is_openai_path
-from gateway.hosts import ASGIApp
 
 _PUBLIC = {("GET", "/"), ("HEAD", "/")}
 
@@ -62,8 +62,5 @@ async def _unauthorized(path: str, send: Any) -> None:
         message = "Incorrect API key provided: send it as 'Authorization: Bearer <key>'"
     else:
         message = "unauthorized: send 'Authorization: Bearer <key>' (HERD_API_KEY for the herd CLI)"
-    body = error_body(path, 401, message)
-    await send({"type": "http.response.start", "status": 401, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"www-authenticate", b'Bearer realm="herd"')]})
-    await send({"type": "http.response.body", "body": body})
+    await respond(send, 401, error_body(path, 401, message), [
+        (b"content-type", b"application/json"), (b"www-authenticate", b'Bearer realm="herd"')])

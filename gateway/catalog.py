@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeGuard
 
 from gateway import wire_ollama as wire
 from gateway.chat_template import TemplateError, render_jinja
@@ -93,7 +93,7 @@ class ResolvedModel:
         """The prompt for a `suffix` request (code completion between prompt and suffix), or a 400
         when the template (the request's, else the Modelfile's) cannot place a suffix."""
         source = template or self.record.template
-        if not source or "suffix" not in _go_variables(source):
+        if not _places_a_suffix(source):
             raise lacks_capability(self.record.name.display(), "insert", "suffix")
         try:
             return render_fill_in_middle(source, prompt, suffix)
@@ -114,7 +114,7 @@ class ResolvedModel:
         found = ["completion"]
         if self.supports_tools:
             found.append("tools")
-        if self.record.template and "suffix" in _go_variables(self.record.template):
+        if _places_a_suffix(self.record.template):
             found.append("insert")
         return found
 
@@ -133,6 +133,11 @@ def _go_variables(source: str) -> frozenset[str]:
         return frozenset(variables(parse_go_template(source)))
     except GoTemplateError:
         return frozenset()
+
+
+def _places_a_suffix(template: str | None) -> TypeGuard[str]:
+    """Ollama's `insert` capability: a Go template that reads `.Suffix`."""
+    return template is not None and "suffix" in _go_variables(template)
 
 
 def checked_name(name: str, param: str = "model") -> str:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-# Plain ASGI, typed loosely: the guard wraps the whole Litestar app, below its own types.
-ASGIApp = Callable[..., Awaitable[None]]
+from gateway.asgi import ASGIApp, respond
 
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal")
 
@@ -56,9 +54,7 @@ def guard_hosts(app: ASGIApp, bind_host: str) -> ASGIApp:
         if scope["type"] == "http":
             host = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"host"), "")
             if not host_allowed(host):
-                await send({"type": "http.response.start", "status": 403,
-                            "headers": [(b"content-length", b"0")]})
-                await send({"type": "http.response.body", "body": b""})
+                await respond(send, 403)
                 return
         await app(scope, receive, send)
 

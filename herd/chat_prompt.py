@@ -94,11 +94,7 @@ def render_ollama_template(source: str, messages: Sequence[Mapping[str, Any]], *
     if image_tags:
         _tag_images(msgs)
     system_text, collated = _collate(msgs)
-    thinking = {  # api.ThinkValue: Bool() and String() as Ollama reads them
-        "Think": bool(think) if not isinstance(think, str) else True,
-        "ThinkLevel": think if isinstance(think, str) else "medium" if think else "",
-        "IsThinkSet": think is not None,
-    }
+    thinking = _thinking_values(think)
     if uses_messages:
         return tmpl.render({
             "System": system_text,
@@ -116,8 +112,18 @@ def render_fill_in_middle(source: str, prompt: str, suffix: str) -> str:
     """The prompt Ollama builds for a generate request with a `suffix`: the TEMPLATE run once
     with only `.Prompt` and `.Suffix` (no system, no messages), as template.Execute does."""
     tmpl, _ = _parsed(source)
-    return tmpl.render({"Prompt": prompt, "Suffix": suffix, "Response": "", "Think": False, "ThinkLevel": "",
-                        "IsThinkSet": False}, missing_key="zero")
+    return tmpl.render({"Prompt": prompt, "Suffix": suffix, "Response": "", **_thinking_values(None)},
+                       missing_key="zero")
+
+
+def _thinking_values(think: bool | str | None) -> dict[str, Any]:
+    """The template's thinking fields from a request's `think` (api.ThinkValue: Bool() and
+    String() as Ollama reads them)."""
+    return {
+        "Think": bool(think) if not isinstance(think, str) else True,
+        "ThinkLevel": think if isinstance(think, str) else "medium" if think else "",
+        "IsThinkSet": think is not None,
+    }
 
 
 def _render_legacy(tmpl: Template, messages: list[ChatMessage], thinking: dict[str, Any]) -> str:
