@@ -45,6 +45,17 @@ class Stack:
         return subprocess.run([sys.executable, "-m", "herd", *args], env=self.env, capture_output=True,
                               text=True, check=check, timeout=120, stdin=subprocess.DEVNULL)  # never a pipe left open
 
+    def bounded_model(self) -> str:
+        """The demo model with `num_predict` 48, created once: a one-shot `herd run` in a test
+        then ends even when sampling degenerates (the demo sets no limit, which with context
+        shifting means ten contexts: minutes)."""
+        name = "smollm2-bounded:latest"
+        modelfile = self.root / "bounded.Modelfile"
+        if not modelfile.exists():
+            modelfile.write_text(f"FROM {DEMO_NAME}\nPARAMETER num_predict 48\n")
+            self.herd("create", name, "-f", str(modelfile))
+        return name
+
     def _log(self, name: str) -> int:
         return os.open(self.root / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 

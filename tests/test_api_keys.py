@@ -90,7 +90,7 @@ def test_the_cli_sends_herd_api_key(locked: Stack, model_name: str) -> None:
     locked.env["HERD_API_KEY"] = KEYS[0]
     try:
         assert model_name in locked.herd("list").stdout
-        assert locked.herd("run", model_name, "Say hi").stdout.strip()
+        assert locked.herd("run", locked.bounded_model(), "Say hi").stdout.strip()
     finally:
         del locked.env["HERD_API_KEY"]
 

@@ -27,8 +27,8 @@ def test_show_prints_details_and_sections(herd: Stack, model_name: str) -> None:
     assert "FROM" in herd.herd("show", model_name, "--modelfile").stdout
 
 
-def test_run_one_shot_prints_the_answer(herd: Stack, model_name: str) -> None:
-    result = herd.herd("run", model_name, "Say hi")
+def test_run_one_shot_prints_the_answer(herd: Stack) -> None:
+    result = herd.herd("run", herd.bounded_model(), "Say hi")
     assert result.stdout.strip()
 
 
@@ -98,10 +98,11 @@ def _loaded(stack: Stack) -> int:
     return len(httpx.get(stack.base_url + "/api/ps", timeout=10).json()["models"])
 
 
-def test_run_with_format_json_and_keepalive(herd: Stack, model_name: str) -> None:
-    herd.herd("run", model_name, "Hi")  # the demo weights are loaded (named after whoever loaded them first)
+def test_run_with_format_json_and_keepalive(herd: Stack) -> None:
+    bounded = herd.bounded_model()  # the demo's weights, with an answer's length bounded
+    herd.herd("run", bounded, "Hi")  # the weights are loaded (named after whoever loaded them first)
     loaded = _loaded(herd)
-    result = herd.herd("run", model_name, "--format", "json", "--keepalive", "0",
+    result = herd.herd("run", bounded, "--format", "json", "--keepalive", "0",
                        "Give a JSON object with a key name and a value.")
     json.loads(result.stdout)  # grammar-constrained: always parses
     deadline = time.monotonic() + 20

@@ -29,14 +29,14 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def publish(herd: Stack, registry: DockerRegistry) -> Iterator[Callable[[str], str]]:
+def publish(herd: Stack, registry: DockerRegistry) -> Iterator[Callable[..., str]]:
     """Copies the demo model, in the shared stack, to a name in the loopback registry (not pushed
     yet); the copies are removed afterwards, so other tests see the shared store as it was."""
     names: list[str] = []
 
-    def publish(tag: str) -> str:
+    def publish(tag: str, source: str = DEMO_NAME) -> str:
         names.append(f"{registry.host}/team/smol:{tag}")
-        herd.herd("cp", DEMO_NAME, names[-1])
+        herd.herd("cp", source, names[-1])
         return names[-1]
 
     yield publish
@@ -54,7 +54,7 @@ def _tags(stack: Stack) -> dict[str, str]:
 
 
 def test_push_then_pull_into_an_empty_store_and_generate(herd: Stack, fresh: Stack,
-                                                         publish: Callable[[str], str]) -> None:
+                                                         publish: Callable[..., str]) -> None:
     name = publish("api")
     status, pushed = _lines(herd, "/api/push", {"model": name, "insecure": True})
     assert status == 200
@@ -80,7 +80,7 @@ def test_push_then_pull_into_an_empty_store_and_generate(herd: Stack, fresh: Sta
 
 
 def test_ollama_client_push_and_pull_stream_or_not(herd: Stack, fresh: Stack,
-                                                   publish: Callable[[str], str]) -> None:
+                                                   publish: Callable[..., str]) -> None:
     name = publish("client")
     pusher = ollama.Client(host=herd.base_url)
     assert pusher.push(name, insecure=True).status == "success"
@@ -116,7 +116,7 @@ def test_plain_http_needs_insecure(fresh: Stack, registry: DockerRegistry) -> No
 
 
 def test_cli_push_and_pull(herd: Stack, fresh: Stack, registry: DockerRegistry,
-                           publish: Callable[[str], str]) -> None:
+                           publish: Callable[..., str]) -> None:
     name = publish("cli")
     pushed = herd.herd("push", "--insecure", name)
     assert pushed.stderr.splitlines()[0] == "retrieving manifest"
@@ -130,8 +130,8 @@ def test_cli_push_and_pull(herd: Stack, fresh: Stack, registry: DockerRegistry,
     assert failed.stderr.splitlines()[-1] == "Error: pull model manifest: file does not exist"
 
 
-def test_run_pulls_a_model_the_server_lacks(herd: Stack, fresh: Stack, publish: Callable[[str], str]) -> None:
-    name = publish("run")
+def test_run_pulls_a_model_the_server_lacks(herd: Stack, fresh: Stack, publish: Callable[..., str]) -> None:
+    name = publish("run", herd.bounded_model())  # `run` answers at once, whatever it samples
     herd.herd("push", "--insecure", name)
     assert name not in _tags(fresh)
     result = fresh.herd("run", "--insecure", name, "Say hi")
@@ -140,7 +140,7 @@ def test_run_pulls_a_model_the_server_lacks(herd: Stack, fresh: Stack, publish: 
     assert name in _tags(fresh)
 
 
-def test_cli_draws_bars_on_a_terminal(herd: Stack, publish: Callable[[str], str]) -> None:
+def test_cli_draws_bars_on_a_terminal(herd: Stack, publish: Callable[..., str]) -> None:
     name = publish("tty")
     child = pexpect.spawn(sys.executable, ["-m", "herd", "push", "--insecure", name], env=herd.env,
                           encoding="utf-8", timeout=120)

@@ -50,7 +50,7 @@ def test_interactive_session(herd: Stack) -> None:
 def test_one_shot_reads_piped_stdin(herd: Stack) -> None:
     import subprocess
 
-    result = subprocess.run([sys.executable, "-m", "herd", "run", "smollm2:135m", "--verbose"], env=herd.env,
+    result = subprocess.run([sys.executable, "-m", "herd", "run", herd.bounded_model(), "--verbose"], env=herd.env,
                             input="Say hi.", capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip()
     assert "eval rate:" in result.stderr
