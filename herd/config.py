@@ -45,7 +45,8 @@ SETTINGS: tuple[Setting, ...] = (
             "negative: forever, 0: unload when idle)."),
     Setting("CONTEXT_LENGTH", "4096", "Context window (tokens) of each sequence, capped at the "
             "model's training context."),
-    Setting("NUM_THREAD", "0", "Threads for decoding; 0: one per core.", ollama_alias=False),
+    Setting("NUM_THREAD", "0", "Threads for decoding; 0: one per physical core this process may use, "
+            "divided among the workers `herd serve` starts.", ollama_alias=False),
     Setting("FLASH_ATTENTION", "auto", "`1`/`0` forces flash attention on or off; `auto` lets llama.cpp "
             "decide."),
     Setting("ORIGINS", "", "Extra CORS origins, comma separated (`*` allowed), added to the localhost ones."),

@@ -14,6 +14,7 @@ import threading
 import time
 
 from herd.config import Config
+from herd.cpus import threads_per_worker
 from herd.processes import EmbeddedRedis, python_module_command, spawn, stop_process
 
 log = logging.getLogger("herd.serve")
@@ -24,6 +25,8 @@ class WorkerPool:
 
     def __init__(self, config: Config, redis_url: str, count: int) -> None:
         self._env = {**os.environ, **config.to_env(), "HERD_REDIS_URL": redis_url}
+        if config.num_thread == 0:  # auto: the workers share this machine's cores
+            self._env["HERD_NUM_THREAD"] = str(threads_per_worker(count))
         self._processes: list[subprocess.Popen[bytes]] = []
         self._count = count
         self._stopping = threading.Event()

@@ -33,7 +33,9 @@ class Stack:
             "HERD_HOST": f"127.0.0.1:{self.port}",
             "HERD_MODELS": str(self.models),
             "HERD_REDIS_URL": redis_url,
-            "HERD_NUM_THREAD": "2",
+            # Workers on one machine share its 2 cores (each spinning 2 OpenMP threads, two
+            # decoding workers run several times slower than one alone).
+            "HERD_NUM_THREAD": str(max(1, 2 // max(1, workers))),
             **{f"HERD_{k.upper()}": str(v) for k, v in settings.items()},
         }
         self.workers: list[subprocess.Popen[bytes]] = []

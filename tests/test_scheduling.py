@@ -254,7 +254,8 @@ def test_deep_queue_gets_a_replica(tmp_path: Path) -> None:
     with running_stack(tmp_path, workers=2, num_parallel=1) as stack:
         generate(stack, num_predict=1)
         assert ps(stack)[0]["replicas"] == 1
-        results = in_parallel(*[lambda: generate(stack, "Write a poem.", num_predict=60, timeout=180)] * 6)
+        # Enough work to keep the queue deep for the janitor's rounds (about 10 s on one slot).
+        results = in_parallel(*[lambda: generate(stack, "Write a poem.", num_predict=100, timeout=180)] * 8)
         assert all(r.status_code == 200 for r in results)
         assert ps(stack)[0]["replicas"] == 2
 

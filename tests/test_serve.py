@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from herd.cpus import threads_per_worker
 from herd.demo import DEMO_NAME, write_demo_modelfile
 from herd.processes import free_port
 
@@ -45,8 +46,7 @@ def _alive(pid: int) -> bool:
 def test_serve_starts_everything_and_stops_it_all(tmp_path: Path, stop_signal: signal.Signals) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HERD_", "OLLAMA_"))}
-    env |= {"HERD_HOST": f"127.0.0.1:{port}", "HERD_MODELS": str(tmp_path / "models"), "HERD_WORKERS": "2",
-            "HERD_NUM_THREAD": "2"}
+    env |= {"HERD_HOST": f"127.0.0.1:{port}", "HERD_MODELS": str(tmp_path / "models"), "HERD_WORKERS": "2"}
     subprocess.run([sys.executable, "-m", "herd", "create", DEMO_NAME, "-f",
                     str(write_demo_modelfile(tmp_path / "demo"))], env=env, check=True, capture_output=True)
     serve = subprocess.Popen([sys.executable, "-m", "herd", "serve"], env=env, stdout=subprocess.DEVNULL,
@@ -63,7 +63,12 @@ def test_serve_starts_everything_and_stops_it_all(tmp_path: Path, stop_signal: s
         children = _children(serve.pid)
         names = [Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ").decode() for c in children]
         assert any("redis-server" in n for n in names)
-        assert sum("-m worker" in n for n in names) == 2
+        workers = [c for c, n in zip(children, names, strict=True) if "-m worker" in n]
+        assert len(workers) == 2
+        # NUM_THREAD auto: the two workers share the machine's cores rather than each taking all.
+        for worker in workers:
+            environ = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
+            assert f"HERD_NUM_THREAD={threads_per_worker(2)}".encode() in environ
         serve.send_signal(stop_signal)
         assert serve.wait(30) in (0, -stop_signal, 128 + stop_signal)
         deadline = time.monotonic() + 10

@@ -15,6 +15,8 @@ from typing import Any
 
 import llama_cpp.llama_cpp as _llama
 
+from herd.cpus import usable_cores
+
 # The bindings' annotations are loose (pointer types exist only under TYPE_CHECKING):
 # treat the module as untyped and keep the typing at this module's own surface.
 lib: Any = _llama
@@ -62,8 +64,8 @@ def init_backend() -> None:
 def context_params(*, n_ctx: int, n_batch: int, n_seq_max: int, n_threads: int,
                    flash_attention: bool | None) -> Any:
     """The parameters of a context on loaded weights, one ubatch per batch. `n_threads` 0: one a
-    core; `flash_attention` None: llama.cpp decides."""
-    threads = n_threads if n_threads > 0 else (os.cpu_count() or 1)
+    physical core this process may use; `flash_attention` None: llama.cpp decides."""
+    threads = n_threads if n_threads > 0 else usable_cores()
     params = lib.llama_context_default_params()
     params.n_ctx = n_ctx
     params.n_batch = n_batch

@@ -15,6 +15,7 @@ import ctypes
 import os
 from pathlib import Path
 
+from herd.cpus import usable_cores
 from herd.store.blobs import StoreError
 
 # Target name -> llama.h LLAMA_FTYPE_* id (herd.store.gguf.FILE_TYPES names them back).
@@ -64,7 +65,7 @@ def quantize_gguf(source: Path, target: Path, quantization: str, *, threads: int
             "(pip install 'herd[worker]'), or quantize the GGUF before importing it") from exc
     params = lib.llama_model_quantize_default_params()
     params.ftype = QUANTIZE_TYPES[parse_quantization(quantization)]
-    params.nthread = threads if threads > 0 else (os.cpu_count() or 1)
+    params.nthread = threads if threads > 0 else usable_cores()
     params.allow_requantize = False
     status = lib.llama_model_quantize(os.fsencode(source), os.fsencode(target), ctypes.byref(params))
     if status != 0:
