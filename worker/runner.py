@@ -2,8 +2,9 @@
 their engines, and streams each job's events back.
 
 Everything here is asyncio on one thread; each loaded model decodes on its own thread
-(`EngineThread`) and hands back one batch of events per decode step, which go out to
-Redis in one pipeline.
+(`EngineThread`), which writes its jobs' events to Redis itself and reports back only
+which jobs ended. Events for jobs that never reach an engine (a load-only request, a model
+that failed to load) and the jobs' acknowledgements go out from here in one pipeline.
 """
 
 from __future__ import annotations
@@ -24,20 +25,18 @@ from redis.exceptions import ResponseError
 
 from herd import protocol
 from herd.config import Config
-from herd.protocol import Done, Embeddings, Error, Token, WorkerState
-from worker.embedder import Embedded, Embedder
-from worker.engine import Engine, Failed, Finished, TextOut
-from worker.engine_thread import Cancelled, EngineThread, ThreadEvent
+from herd.protocol import Done, Error, WorkerState
+from worker.embedder import Embedder
+from worker.engine import Engine
+from worker.engine_thread import EngineThread
+from worker.event_writer import EventWriter, TtlClock
 from worker.hosted import HostedModel, RunningJob
 from worker.janitor import Janitor, requeue
+from worker.job_events import JobEvents
 
 log = logging.getLogger(__name__)
 
 _CLAIM_BLOCK_MS = 1000
-# An events stream lives EVENTS_TTL_MS (10 min) past its last renewal; renewing once a minute
-# keeps a long generation's stream alive with one PEXPIRE a minute instead of one per token.
-_TTL_RENEW_S = 60.0
-_TTL_TRACKED = 4096  # renewal times kept before the finished jobs' ones are dropped
 
 
 def default_worker_id() -> str:
@@ -54,7 +53,7 @@ class Worker:
         self._loading: set[str] = set()
         self._outbox: list[tuple[str, bytes]] = []  # (events key, encoded event)
         self._acks: list[tuple[str, str]] = []  # (job stream, entry id)
-        self._ttl_renewed: dict[str, float] = {}  # events key -> when its TTL was last set (monotonic)
+        self._ttl = TtlClock()
         self._outbox_ready = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._claim_client_id: int | None = None
@@ -86,9 +85,7 @@ class Worker:
     async def _shutdown(self) -> None:
         for host in list(self.models.values()):
             for running in list(host.running.values()):
-                self._emit_event(running, Error(attempt=running.attempt, seq=running.next_seq(),
-                                                message="the worker stopped", status=503))
-                self._finish(host, running)
+                self._finish(host, running)  # its engine thread ends it with "the worker stopped"
             await self._unload(host)
         await self._flush()
         await self._redis.delete(protocol.worker_key(self.id))
@@ -173,17 +170,13 @@ class Worker:
             if job.keep_alive is not None:
                 host.keep_alive = math.inf if job.keep_alive < 0 else job.keep_alive
             if job.prompt is None and job.embed is None:
-                self._emit_event(running, self._done(host, running, "load"))
+                self._emit_event(running, self._loaded(host, running))
                 self._acks.append((stream, entry_id))
                 continue
             host.running[job.id] = running
             if job.user:
                 log.info("job %s for %s from user %r", job.id, job.model, job.user)
-            if job.prompt is not None:
-                host.thread.submit(job.id, job.prompt, job.options, output=job.format, logprobs=job.logprobs,
-                                   logit_bias=job.logit_bias, truncate=job.truncate, shift=job.shift)
-            else:
-                host.thread.embed(job)
+            host.thread.start(job, attempt=running.attempt, load_duration_ns=self._load_ns(host, running))
         self._outbox_ready.set()
 
     # ---- loading -----------------------------------------------------------------------
@@ -215,8 +208,8 @@ class Worker:
             host = HostedModel(
                 digest=digest,
                 name=request.model,
-                thread=EngineThread(engine, asyncio.get_running_loop(),
-                                    lambda events: self._on_events(digest, events), name=f"engine-{digest[:8]}",
+                thread=EngineThread(engine, asyncio.get_running_loop(), JobEvents(EventWriter(self._redis_url)),
+                                    lambda ended: self._on_ended(digest, ended), name=f"engine-{digest[:8]}",
                                     make_embedder=lambda: self._open_embedder(engine)),
                 size=engine.size_bytes,
                 context_length=engine.ctx_per_seq,
@@ -300,17 +293,10 @@ class Worker:
         """The model's load time, for the jobs that waited for it to load."""
         return host.load_duration_ns if running.job.created <= host.ready_at else 0
 
-    def _done(self, host: HostedModel, running: RunningJob, reason: str, finished: Finished | None = None) -> Done:
-        return Done(
-            attempt=running.attempt,
-            seq=running.next_seq(),
-            done_reason=reason,  # type: ignore[arg-type]
-            prompt_eval_count=finished.prompt_eval_count if finished else 0,
-            prompt_eval_duration=finished.prompt_eval_duration_ns if finished else 0,
-            eval_count=finished.eval_count if finished else 0,
-            eval_duration=finished.eval_duration_ns if finished else 0,
-            load_duration=self._load_ns(host, running),
-        )
+    def _loaded(self, host: HostedModel, running: RunningJob) -> Done:
+        """The answer to a job with nothing to generate: the model is loaded (Ollama's "load")."""
+        return Done(attempt=running.attempt, seq=running.next_seq(), done_reason="load",
+                    load_duration=self._load_ns(host, running))
 
     def _emit_event(self, running: RunningJob, event: protocol.Event) -> None:
         self._outbox.append((protocol.events_key(running.job.id), protocol.encode(event)))
@@ -321,38 +307,17 @@ class Worker:
         if not host.busy:
             host.idle_since = time.monotonic()
 
-    def _on_events(self, digest: str, events: Sequence[ThreadEvent]) -> None:
-        """Called on the loop thread with one decode step's events."""
+    def _on_ended(self, digest: str, job_ids: Sequence[str]) -> None:
+        """Called on the loop thread with the jobs whose final event the engine thread wrote."""
         host = self.models.get(digest)
         if host is None:
             return
-        freed = False
-        for event in events:
-            running = host.running.get(event.request_id)
-            if running is None:
-                continue
-            if isinstance(event, TextOut):
-                self._emit_event(running, Token(attempt=running.attempt, seq=running.next_seq(), text=event.text,
-                                                logprobs=event.logprobs))
-                continue
-            if isinstance(event, Finished):
-                self._emit_event(running, self._done(host, running, event.done_reason, event))
-            elif isinstance(event, Embedded):
-                self._emit_event(running, Embeddings(
-                    attempt=running.attempt, seq=running.next_seq(), vectors=event.vectors,
-                    prompt_eval_count=event.prompt_eval_count, prompt_eval_duration=event.prompt_eval_duration_ns,
-                    load_duration=self._load_ns(host, running)))
-            elif isinstance(event, Failed):
-                self._emit_event(running, Error(attempt=running.attempt, seq=running.next_seq(),
-                                                message=event.message, status=event.status))
-            elif isinstance(event, Cancelled):
-                self._emit_event(running, Error(attempt=running.attempt, seq=running.next_seq(),
-                                                message="request canceled", status=499))
-            self._finish(host, running)
-            freed = True
+        for job_id in job_ids:
+            running = host.running.get(job_id)
+            if running is not None:
+                self._finish(host, running)
         self._outbox_ready.set()
-        if freed:
-            self._spawn(self._after_free(host))
+        self._spawn(self._after_free(host))
 
     async def _after_free(self, host: HostedModel) -> None:
         if host.expired() and host.digest in self.models:
@@ -374,23 +339,12 @@ class Worker:
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, data in outbox:
                 pipe.xadd(key, {"m": data}, maxlen=protocol.EVENTS_MAXLEN, approximate=True)
-            for key in self._ttl_due({key for key, _ in outbox}):
+            for key in self._ttl.due({key for key, _ in outbox}):
                 pipe.pexpire(key, protocol.EVENTS_TTL_MS)
             for stream, entry_id in acks:
                 pipe.xack(stream, protocol.WORKERS_GROUP, entry_id)
                 pipe.xdel(stream, entry_id)
             await pipe.execute()
-
-    def _ttl_due(self, keys: set[str]) -> list[str]:
-        """The events streams whose TTL to (re)set now: new ones, and those last set a while
-        ago. Renewing it with every token cost Redis a command per token per stream."""
-        now = time.monotonic()
-        due = [key for key in keys if now - self._ttl_renewed.get(key, -math.inf) >= _TTL_RENEW_S]
-        for key in due:
-            self._ttl_renewed[key] = now
-        if len(self._ttl_renewed) > _TTL_TRACKED:  # forget finished jobs' streams
-            self._ttl_renewed = {k: t for k, t in self._ttl_renewed.items() if now - t < _TTL_RENEW_S}
-        return due
 
     # ---- cancellation and heartbeat ----------------------------------------------------
 
