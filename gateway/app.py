@@ -18,6 +18,7 @@ from gateway.catalog import Catalog
 from gateway.errors import ApiError, error_body, handle_api_error, handle_http_exception
 from gateway.generation import ClientGone
 from gateway.jobs import JobQueue
+from gateway.prompt_fit import ConversationFitter, TokenCounter
 from herd.config import Config
 from herd.store.store import ModelStore
 
@@ -49,6 +50,7 @@ def create_app(config: Config, redis_url: str) -> Litestar:
     client: aioredis.Redis = aioredis.Redis.from_url(redis_url, max_connections=20_000)
     queue = JobQueue(client, max_queue=config.max_queue, load_timeout_s=config.load_timeout,
                      queue_timeout_s=config.queue_timeout)
+    fitter = ConversationFitter(config.context_length, TokenCounter() if TokenCounter.available() else None)
 
     @asynccontextmanager
     async def redis_lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -65,6 +67,7 @@ def create_app(config: Config, redis_url: str) -> Litestar:
             "catalog": Provide(lambda: catalog, sync_to_thread=False, use_cache=True),
             "queue": Provide(lambda: queue, sync_to_thread=False, use_cache=True),
             "transfers": Provide(lambda: transfers, sync_to_thread=False, use_cache=True),
+            "fitter": Provide(lambda: fitter, sync_to_thread=False, use_cache=True),
         },
         exception_handlers={
             ApiError: handle_api_error,

@@ -61,12 +61,20 @@ class ResolvedModel:
         head.extend(dict(m) for m in self.record.messages)
         return head + messages
 
+    def conversation_length(self, messages: list[dict[str, Any]]) -> int:
+        """Messages in the conversation the template sees (the Modelfile's included)."""
+        return len(self._template_messages(messages))
+
     def render_chat(self, messages: list[dict[str, Any]], *, template: str | None = None,
-                    tools: list[dict[str, Any]] | None = None) -> str:
+                    tools: list[dict[str, Any]] | None = None, drop: int = 0) -> str:
         """The prompt for a conversation: a Go TEMPLATE (the request's, else the Modelfile's)
         the way Ollama renders it, else the GGUF's Jinja chat template. `tools` (function tools,
-        `{"type": "function", "function": {...}}`) are the Go template's `.Tools` and Jinja's `tools`."""
+        `{"type": "function", "function": {...}}`) are the Go template's `.Tools` and Jinja's `tools`.
+        `drop`: leave out the conversation's first `drop` messages but for the system ones (a
+        conversation cut to fit the context, as Ollama cuts it)."""
         full = self._template_messages(messages)
+        if drop:
+            full = [m for m in full[:drop] if m.get("role") == "system"] + full[drop:]
         go_source = template or self.record.template
         if go_source:
             try:

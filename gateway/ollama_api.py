@@ -17,6 +17,7 @@ from gateway.generation import Generation, start
 from gateway.jobs import JobQueue, new_job_id
 from gateway.logprobs import MAX_TOP_LOGPROBS, token_text
 from gateway.options import merge_options
+from gateway.prompt_fit import ConversationFitter
 from gateway.requests import keep_alive_seconds, lacks_capability, reject_unsupported
 from gateway.structured import ollama_format
 from gateway.tool_calls import ParsedCall, Piece, PlainText, TextSplitter, grouped, split_whole
@@ -208,7 +209,8 @@ async def generate(request: Request[Any, Any, Any], catalog: Catalog, queue: Job
 
 
 @post("/api/chat", status_code=200)
-async def chat(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueue) -> Response[bytes] | Stream:
+async def chat(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueue,
+               fitter: ConversationFitter) -> Response[bytes] | Stream:
     body: wire.ChatRequest = decode_body(await request.body(), wire.ChatRequest)
     model = await catalog.resolve(body.model)
     if any(m.images for m in body.messages):
@@ -222,8 +224,9 @@ async def chat(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueu
     turns = ToolTurns()
     messages = [turns.message(m.role, m.content, tool_calls=msgspec.to_builtins(m.tool_calls),
                               tool_call_id=m.tool_call_id, tool_name=m.tool_name) for m in body.messages]
-    prepared = tool_prompt(model, messages, plan)
-    job = _job(model, body.model, prepared.prompt, body.options, body.keep_alive, body)
+    job = _job(model, body.model, "", body.options, body.keep_alive, body)
+    prepared = await tool_prompt(model, messages, plan, fit=fitter.for_job(str(model.record.weights_path), job))
+    job.prompt = prepared.prompt
     if prepared.format is not None:
         if job.format is not None:
             raise bad_request("'format' cannot be combined with a forced tool call ('tool_choice')", param="format")

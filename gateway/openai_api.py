@@ -19,6 +19,7 @@ from gateway.generation import Generation, Outcome, start
 from gateway.jobs import JobQueue, new_job_id
 from gateway.logprobs import MAX_TOP_LOGPROBS, chat_logprobs, completion_logprobs
 from gateway.options import merge_options
+from gateway.prompt_fit import ConversationFitter
 from gateway.requests import keep_alive_seconds, lacks_capability, logit_bias, reject_unsupported
 from gateway.structured import openai_response_format
 from gateway.tool_calls import ParsedCall, TextSplitter, grouped, split_whole
@@ -141,8 +142,8 @@ def _message_text(message: wire.ChatMessage, model: str) -> str:
 
 
 @post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request[Any, Any, Any], catalog: Catalog,
-                           queue: JobQueue) -> Response[bytes] | Stream:
+async def chat_completions(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueue,
+                           fitter: ConversationFitter) -> Response[bytes] | Stream:
     body: wire.ChatCompletionRequest = decode_body(await request.body(), wire.ChatCompletionRequest)
     if not body.messages:
         raise bad_request("[] is too short - 'messages'", param="messages")
@@ -158,8 +159,9 @@ async def chat_completions(request: Request[Any, Any, Any], catalog: Catalog,
     messages = [turns.message("system" if m.role == "developer" else m.role, _message_text(m, body.model),
                               tool_calls=m.tool_calls, tool_call_id=m.tool_call_id) for m in body.messages]
     max_tokens = body.max_completion_tokens or body.max_tokens
-    prepared = tool_prompt(model, messages, plan)
-    job = _job(model, body, prepared.prompt, max_tokens, output=output, logprobs=logprobs)
+    job = _job(model, body, "", max_tokens, output=output, logprobs=logprobs)
+    prepared = await tool_prompt(model, messages, plan, fit=fitter.for_job(str(model.record.weights_path), job))
+    job.prompt = prepared.prompt
     if prepared.format is not None:
         if output is not None:
             raise bad_request("'response_format' cannot be combined with a forced tool call ('tool_choice' "

@@ -20,6 +20,7 @@ from gateway.errors import bad_request, decode_body
 from gateway.generation import Generation, start
 from gateway.jobs import JobQueue, new_job_id
 from gateway.options import merge_options
+from gateway.prompt_fit import ConversationFitter
 from gateway.requests import keep_alive_seconds, lacks_capability, reject_unsupported
 from gateway.responses_tools import FunctionCallItem, add_tool_item, decode_item, function_call_item
 from gateway.structured import responses_text_format
@@ -161,7 +162,8 @@ def _check(body: ResponsesRequest) -> ToolPlan:
 
 
 @post("/v1/responses", status_code=200)
-async def responses(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueue) -> Response[bytes] | Stream:
+async def responses(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueue,
+                    fitter: ConversationFitter) -> Response[bytes] | Stream:
     body: ResponsesRequest = decode_body(await request.body(), ResponsesRequest)
     plan = _check(body)
     model = await catalog.resolve(body.model)
@@ -173,17 +175,18 @@ async def responses(request: Request[Any, Any, Any], catalog: Catalog, queue: Jo
     top_p = 1.0 if body.top_p is None else body.top_p
     fields = {"temperature": temperature, "top_p": top_p, "num_predict": body.max_output_tokens,
               "num_ctx": body.num_ctx, "top_k": body.top_k, "seed": body.seed}
-    prepared = tool_prompt(model, messages, plan)
+    job = Job(
+        id=new_job_id(), model=body.model, **model.record.load_target(), prompt="",
+        options=merge_options(model.record.parameters, body.options,
+                              {k: v for k, v in fields.items() if v is not None}),
+        keep_alive=keep_alive_seconds(body.keep_alive), created=time.time(), user=body.user,
+    )
+    prepared = await tool_prompt(model, messages, plan, fit=fitter.for_job(str(model.record.weights_path), job))
     if prepared.format is not None and output_format is not None:
         raise bad_request("'text.format' cannot be combined with a forced tool call ('tool_choice')",
                           param="text.format")
-    job = Job(
-        id=new_job_id(), model=body.model, **model.record.load_target(), prompt=prepared.prompt,
-        options=merge_options(model.record.parameters, body.options,
-                              {k: v for k, v in fields.items() if v is not None}),
-        keep_alive=keep_alive_seconds(body.keep_alive), created=time.time(),
-        format=prepared.format or output_format, user=body.user,
-    )
+    job.prompt = prepared.prompt
+    job.format = prepared.format or output_format
     shell = ResponseObject(
         id=f"resp_{secrets.token_hex(16)}", created_at=int(time.time()), model=body.model, status="in_progress",
         output=[], instructions=body.instructions, max_output_tokens=body.max_output_tokens,

@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.catalog import ResolvedModel
 from gateway.chat_template import TemplateError, render_jinja
+from gateway.prompt_fit import PromptFit, fit_conversation
 from gateway.tool_calls import TextSplitter
 from gateway.tools import ToolPlan
 from herd.chat_prompt import render_ollama_template
@@ -78,11 +79,19 @@ class ToolPrompt:
         return self.plan.splitter(self.opener)
 
 
-def tool_prompt(model: ResolvedModel, messages: list[dict[str, Any]], plan: ToolPlan) -> ToolPrompt:
+async def tool_prompt(model: ResolvedModel, messages: list[dict[str, Any]], plan: ToolPlan, *,
+                      fit: PromptFit | None = None) -> ToolPrompt:
     """Render `messages` with the tools the plan offers. A forced call's prompt ends with the
-    template's opener, so the constrained JSON comes where the model would write a call."""
-    prompt = model.render_chat(messages, tools=plan.offered())
+    template's opener, so the constrained JSON comes where the model would write a call.
+    With `fit`, a conversation too long for the context loses its oldest messages first."""
     opener = call_opener(model) if plan.offered() else ""
-    if plan.forced and opener.strip():
-        prompt += opener
+
+    def render(drop: int) -> str:
+        prompt = model.render_chat(messages, tools=plan.offered(), drop=drop)
+        return prompt + opener if plan.forced and opener.strip() else prompt
+
+    if fit is None:
+        prompt = render(0)
+    else:
+        prompt = await fit_conversation(render, model.conversation_length(messages), fit.limit, fit.count)
     return ToolPrompt(prompt, plan.output_format(), opener, plan)

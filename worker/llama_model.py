@@ -108,7 +108,8 @@ def extra_buffer_types_safe() -> bool:
 class LoadedWeights:
     """A GGUF model loaded with mmap, its tokenizer, and the LoRA adapters its contexts apply."""
 
-    def __init__(self, path: str, *, adapters: Sequence[str] = ()) -> None:
+    def __init__(self, path: str, *, adapters: Sequence[str] = (), vocab_only: bool = False) -> None:
+        """`vocab_only`: the tokenizer alone (no tensors; for counting a prompt's tokens)."""
         init_backend()
         if not os.path.isfile(path):
             raise ModelLoadError(f"no such model file: {path}")
@@ -117,6 +118,7 @@ class LoadedWeights:
         params = lib.llama_model_default_params()
         params.use_extra_bufts = extra_buffer_types_safe()  # off on AMX CPUs: llama.cpp crashes there
         params.load_mode = lib.LLAMA_LOAD_MODE_MMAP
+        params.vocab_only = vocab_only
         model = lib.llama_model_load_from_file(path.encode(), params)
         if not model:
             raise ModelLoadError(f"llama.cpp could not load {path}")
