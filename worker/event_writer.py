@@ -9,10 +9,12 @@ connection, hence in order.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -23,11 +25,16 @@ from herd import protocol
 
 log = logging.getLogger(__name__)
 
+_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
 # An events stream lives EVENTS_TTL_MS (10 min) past its last renewal; renewing once a minute
 # keeps a long generation's stream alive with one PEXPIRE a minute instead of one per token.
 TTL_RENEW_S = 60.0
 _TTL_TRACKED = 4096  # renewal times kept before the finished jobs' ones are dropped
 _MAX_UNREAD = 4096  # replies left unread before a write waits for them (bounds what Redis buffers)
+CLIENT_NAME = "herd-events"  # how the writers' connections show in CLIENT LIST
+_MAX_PENDING = 10_000  # steps kept for resending while Redis is unreachable
+_SOCKET_TIMEOUT_S = 30.0  # a Redis that stopped answering must not hold the engine thread forever
 
 
 class TtlClock:
@@ -47,12 +54,17 @@ class TtlClock:
 
 
 class EventWriter:
-    """A blocking-free writer of (events key, encoded event) pairs; use from one thread only."""
+    """A non-waiting writer of (events key, encoded event) pairs; use from one thread only.
+
+    A packet stays pending until Redis has answered all its commands. When the connection is
+    lost, the pending packets are sent again on a new one, so an event in flight is not lost;
+    one written twice is harmless (readers skip an (attempt, seq) they have seen)."""
 
     def __init__(self, redis_url: str) -> None:
-        self._pool = redis.ConnectionPool.from_url(redis_url)
+        self._pool = redis.ConnectionPool.from_url(redis_url, socket_timeout=_SOCKET_TIMEOUT_S,
+                                                   client_name=CLIENT_NAME)
         self._connection = self._pool.make_connection()
-        self._unread = 0  # replies Redis owes us
+        self._pending: collections.deque[_Packet] = collections.deque()  # sent, not yet fully answered
         self._ttl = TtlClock()
 
     def write(self, entries: Sequence[tuple[str, bytes]]) -> None:
@@ -63,21 +75,17 @@ class EventWriter:
             ("XADD", key, "MAXLEN", "~", protocol.EVENTS_MAXLEN, "*", "m", data) for key, data in entries
         ]
         commands += [("PEXPIRE", key, protocol.EVENTS_TTL_MS) for key in self._ttl.due({key for key, _ in entries})]
-        packet = self._connection.pack_commands(commands)  # type: ignore[no-untyped-call]
-        for attempt in range(2):
-            try:
-                self._connection.send_packed_command(packet, check_health=False)  # type: ignore[no-untyped-call]
-                break
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                # The replies owed on the lost connection are gone with it. Send once more on a
-                # new one: a duplicated event is harmless (readers skip an (attempt, seq) seen).
-                log.warning("events connection lost; reconnecting", exc_info=attempt > 0)
-                self._reset()
-        else:
-            log.error("dropped %d events: Redis is unreachable", len(entries))
-            return
-        self._unread += len(commands)
-        self._collect(wait=self._unread > _MAX_UNREAD)
+        packet = _Packet(self._connection.pack_commands(commands), len(commands))  # type: ignore[no-untyped-call]
+        self._pending.append(packet)
+        if len(self._pending) > _MAX_PENDING:
+            log.error("Redis is unreachable: dropped the events of %d steps", len(self._pending) - _MAX_PENDING)
+            while len(self._pending) > _MAX_PENDING:
+                self._pending.popleft()
+        try:
+            self._send(packet)
+        except _CONNECTION_ERRORS:
+            self._recover()
+        self._collect(wait=sum(p.unanswered for p in self._pending) > _MAX_UNREAD)
 
     def settle(self) -> None:
         """Read every reply still owed (before the thread goes idle), so errors show now."""
@@ -91,18 +99,43 @@ class EventWriter:
         self._connection.disconnect()  # type: ignore[no-untyped-call]
         self._pool.disconnect()
 
+    def _send(self, packet: _Packet) -> None:
+        self._connection.send_packed_command(packet.data, check_health=False)  # type: ignore[no-untyped-call]
+
+    def _recover(self) -> None:
+        """A new connection, and every pending packet sent again on it (once more if needed)."""
+        for attempt in range(2):
+            log.warning("events connection lost; reconnecting", exc_info=attempt > 0)
+            self._connection.disconnect()  # type: ignore[no-untyped-call]
+            try:
+                for packet in self._pending:
+                    packet.unanswered = packet.commands
+                    self._send(packet)
+                return
+            except _CONNECTION_ERRORS:
+                continue
+        # Kept pending: the next write tries again.
+        self._connection.disconnect()  # type: ignore[no-untyped-call]
+
     def _collect(self, *, wait: bool) -> None:
         try:
-            while self._unread and (wait or self._connection.can_read(timeout=0)):
-                self._unread -= 1
+            while self._pending and (wait or self._connection.can_read(timeout=0)):
                 try:
                     self._connection.read_response()
                 except ResponseError:  # e.g. Redis out of memory: the job's reader will time out
                     log.exception("Redis refused an event")
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            log.exception("events connection lost while reading replies")
-            self._reset()
+                packet = self._pending[0]
+                packet.unanswered -= 1
+                if packet.unanswered == 0:
+                    self._pending.popleft()
+        except _CONNECTION_ERRORS:
+            self._recover()
 
-    def _reset(self) -> None:
-        self._connection.disconnect()  # type: ignore[no-untyped-call]
-        self._unread = 0
+
+class _Packet:
+    __slots__ = ("commands", "data", "unanswered")
+
+    def __init__(self, data: Any, commands: int) -> None:
+        self.data = data
+        self.commands = commands
+        self.unanswered = commands
