@@ -52,6 +52,11 @@ class TtlClock:
             self._renewed = {k: t for k, t in self._renewed.items() if now - t < TTL_RENEW_S}
         return due
 
+    def forget(self, keys: Sequence[str]) -> None:
+        """Their TTL was not set after all (the write failed): due again next time."""
+        for key in keys:
+            self._renewed.pop(key, None)
+
 
 class EventWriter:
     """A non-waiting writer of (events key, encoded event) pairs; use from one thread only.

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from herd import protocol
 from herd.config import Config
@@ -37,6 +37,7 @@ from worker.job_events import JobEvents
 log = logging.getLogger(__name__)
 
 _CLAIM_BLOCK_MS = 1000
+_FLUSH_RETRY_S = 0.5
 
 
 def default_worker_id() -> str:
@@ -329,22 +330,36 @@ class Worker:
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
-            await self._flush()
+            try:
+                await self._flush()
+            except RedisError:  # a Redis hiccup: what was not written waits for the next try
+                log.exception("could not write events and acknowledgements; retrying")
+                await asyncio.sleep(_FLUSH_RETRY_S)
+                self._outbox_ready.set()
 
     async def _flush(self) -> None:
         if not self._outbox and not self._acks:
             return
         outbox, self._outbox = self._outbox, []
         acks, self._acks = self._acks, []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, data in outbox:
-                pipe.xadd(key, {"m": data}, maxlen=protocol.EVENTS_MAXLEN, approximate=True)
-            for key in self._ttl.due({key for key, _ in outbox}):
-                pipe.pexpire(key, protocol.EVENTS_TTL_MS)
-            for stream, entry_id in acks:
-                pipe.xack(stream, protocol.WORKERS_GROUP, entry_id)
-                pipe.xdel(stream, entry_id)
-            await pipe.execute()
+        ttl_due = self._ttl.due({key for key, _ in outbox})
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, data in outbox:
+                    pipe.xadd(key, {"m": data}, maxlen=protocol.EVENTS_MAXLEN, approximate=True)
+                for key in ttl_due:
+                    pipe.pexpire(key, protocol.EVENTS_TTL_MS)
+                for stream, entry_id in acks:
+                    pipe.xack(stream, protocol.WORKERS_GROUP, entry_id)
+                    pipe.xdel(stream, entry_id)
+                await pipe.execute()
+        except RedisError:
+            # Written again next time: an event twice is skipped by its reader; XACK and XDEL
+            # of an entry already gone do nothing.
+            self._outbox[:0] = outbox
+            self._acks[:0] = acks
+            self._ttl.forget(ttl_due)
+            raise
 
     # ---- cancellation and heartbeat ----------------------------------------------------
 
