@@ -257,6 +257,7 @@ class WorkerState(msgspec.Struct, kw_only=True):
     max_loaded_models: int
     loaded: list[LoadedModel] = []
     beat: float = 0.0  # unix seconds of this heartbeat
+    threads: int = 0  # llama.cpp threads per decode (0: not reported)
 
 
 _job_encoder = msgspec.msgpack.Encoder()

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from herd.cpus import usable_cores
 from herd.demo import demo_gguf
 from tests.stack import ENDLESS, Stack, running_stack
 
@@ -288,3 +289,22 @@ def test_a_loaded_model_keeps_streaming_while_another_loads(tmp_path: Path) -> N
         during = [t for t in arrivals if asked <= t <= answered]
         assert len(during) >= 3, (f"{len(during)} tokens of the loaded model streamed during a "
                                   f"{loaded['load_duration'] / 1e9:.2f} s load of another")
+
+
+CROWDED = "decode threads on"
+
+
+def _worker_logs(stack: Stack) -> str:
+    return stack.logs("worker0") + stack.logs("worker1")
+
+
+def test_workers_crowding_one_machine_say_so(tmp_path: Path) -> None:
+    with running_stack(tmp_path / "crowded", workers=2, num_thread=usable_cores()) as stack:
+        wait_for(lambda: CROWDED in _worker_logs(stack), 20, "a warning that the workers share the cores")
+
+
+def test_workers_sharing_the_cores_do_not_warn(tmp_path: Path) -> None:
+    each = max(1, usable_cores() // 2)
+    with running_stack(tmp_path / "shared", workers=2, num_thread=each) as stack:
+        time.sleep(6)  # past the first check (third heartbeat)
+        assert (CROWDED in _worker_logs(stack)) == (2 * each > usable_cores())

@@ -37,6 +37,16 @@ async def requeue(client: aioredis.Redis, stream: str, entry_id: bytes | str, jo
         await pipe.execute()
 
 
+async def live_workers(client: aioredis.Redis) -> dict[str, WorkerState]:
+    """The workers whose heartbeat has not expired, by id."""
+    members: Any = await client.smembers(protocol.WORKERS_SET)
+    ids = [m.decode() for m in members]
+    if not ids:
+        return {}
+    states: list[Any] = await client.mget([protocol.worker_key(i) for i in ids])
+    return {i: protocol.decode_worker(s) for i, s in zip(ids, states, strict=True) if s is not None}
+
+
 class Janitor:
     def __init__(self, client: aioredis.Redis, worker_id: str, *, load_timeout_s: float) -> None:
         self._redis = client
@@ -50,7 +60,7 @@ class Janitor:
             if await self._redis.get(protocol.JANITOR_LOCK) != self._id.encode():
                 return
             await self._redis.pexpire(protocol.JANITOR_LOCK, LOCK_MS)
-        workers = await self._live_workers()
+        workers = await live_workers(self._redis)
         digests: Any = await self._redis.smembers(protocol.MODELS_SET)
         for raw in digests:
             digest = raw.decode()
@@ -58,14 +68,6 @@ class Janitor:
                 await self._tend(digest, workers)
             except Exception:  # one bad stream must not stop the rounds for the others
                 log.exception("janitor round failed for %s", digest)
-
-    async def _live_workers(self) -> dict[str, WorkerState]:
-        members: Any = await self._redis.smembers(protocol.WORKERS_SET)
-        ids = [m.decode() for m in members]
-        if not ids:
-            return {}
-        states: list[Any] = await self._redis.mget([protocol.worker_key(i) for i in ids])
-        return {i: protocol.decode_worker(s) for i, s in zip(ids, states, strict=True) if s is not None}
 
     async def _tend(self, digest: str, workers: dict[str, WorkerState]) -> None:
         stream = protocol.jobs_key(digest)

@@ -25,19 +25,22 @@ from redis.exceptions import RedisError, ResponseError
 
 from herd import protocol
 from herd.config import Config
+from herd.cpus import usable_cores
 from herd.protocol import Done, Error, WorkerState
 from worker.embedder import Embedder
 from worker.engine import Engine
 from worker.engine_thread import EngineThread
 from worker.event_writer import EventWriter, TtlClock
 from worker.hosted import HostedModel, RunningJob
-from worker.janitor import Janitor, requeue
+from worker.janitor import Janitor, live_workers, requeue
 from worker.job_events import JobEvents
 
 log = logging.getLogger(__name__)
 
 _CLAIM_BLOCK_MS = 1000
 _FLUSH_RETRY_S = 0.5
+_CROWDING_CHECK_BEATS = 30  # how often a worker looks for others sharing its cores
+_FIRST_CROWDING_CHECK = 3  # beats after start: the others started with it have beaten by then
 
 
 def default_worker_id() -> str:
@@ -49,6 +52,8 @@ class Worker:
     def __init__(self, config: Config, redis_url: str, *, worker_id: str | None = None) -> None:
         self.config = config
         self.id = worker_id or default_worker_id()
+        self.threads = config.num_thread or usable_cores()
+        self._crowded_warned: frozenset[str] = frozenset()
         self._redis_url = redis_url
         self.models: dict[str, HostedModel] = {}
         self._loading: set[str] = set()
@@ -246,13 +251,13 @@ class Worker:
             adapters=[self._blob(a) for a in request.adapters],
             n_parallel=self.config.num_parallel,
             ctx_per_seq=self.config.context_length,
-            n_threads=self.config.num_thread,
+            n_threads=self.threads,
             flash_attention=self.config.flash_attention,
         )
 
     def _open_embedder(self, engine: Engine) -> Embedder:
         """The model's embedding context, on its loaded weights (called on the engine's thread)."""
-        return Embedder(engine.weights, ctx_len=engine.ctx_per_seq, n_threads=self.config.num_thread,
+        return Embedder(engine.weights, ctx_len=engine.ctx_per_seq, n_threads=self.threads,
                         flash_attention=self.config.flash_attention)
 
     async def _make_room(self) -> bool:
@@ -404,6 +409,7 @@ class Worker:
             max_loaded_models=self.config.max_loaded_models,
             loaded=[h.describe() for h in self.models.values()],
             beat=now,
+            threads=self.threads,
         )
         until_ms = int((now + protocol.HEARTBEAT_TTL_S) * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -415,6 +421,7 @@ class Worker:
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         janitor = Janitor(self._redis, self.id, load_timeout_s=self.config.load_timeout)
+        beats = 0
         while not stop.is_set():
             for host in list(self.models.values()):
                 if host.expired():
@@ -422,6 +429,24 @@ class Worker:
             await self._publish_holdings()
             try:
                 await janitor.round()
+                if beats % _CROWDING_CHECK_BEATS == _FIRST_CROWDING_CHECK:
+                    await self._warn_if_crowded()
             except Exception:  # Redis hiccup: try again next beat
                 log.exception("janitor round failed")
+            beats += 1
             await asyncio.sleep(protocol.HEARTBEAT_INTERVAL_S)
+
+    async def _warn_if_crowded(self) -> None:
+        """Say so when the workers on this machine run more decode threads than it has cores:
+        their OpenMP threads spin against each other, and decoding at once they run several
+        times slower than one of them alone."""
+        here = socket.gethostname()
+        neighbours = {i: w for i, w in (await live_workers(self._redis)).items() if w.host == here}
+        threads = sum(w.threads for w in neighbours.values())
+        cores = usable_cores()
+        crowded = frozenset(neighbours) if len(neighbours) > 1 and threads > cores else frozenset()
+        if crowded and crowded != self._crowded_warned:
+            log.warning("%d workers on this host run %d decode threads on %d cores: decoding together they "
+                        "slow each other down several times; give each HERD_NUM_THREAD = cores / workers",
+                        len(neighbours), threads, cores)
+        self._crowded_warned = crowded
