@@ -107,8 +107,8 @@ class JobQueue:
         """The next entries of one events stream as (id, message), [] after `block_ms` without one.
 
         One XREAD per token a client sees: redis-py's execute_command (retry wrapper,
-        observability hooks, reply callbacks) took a fifth of the gateway's CPU per streamed
-        token, so the command is sent on a pooled connection directly. A connection that fails
+        observability hooks, reply callbacks) was most of the Python work per streamed token,
+        so the command is sent on a pooled connection directly. A connection that fails
         is dropped and the read made again the ordinary way, with the client's retry policy;
         one cancelled mid-read is disconnected by redis-py, never reused with a reply pending.
         """
