@@ -8,6 +8,8 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from herd import protocol
 from herd.protocol import Control, Event, Job, LoadRequest, Token, WorkerState
@@ -32,6 +34,17 @@ if redis.call('ZCARD', KEYS[2]) == 0 then
 end
 return id
 """
+
+
+_XREAD_COUNT = 256  # events taken per read at most
+
+
+def _message(fields: list[bytes]) -> bytes:
+    """The `m` field of a raw stream entry ([name, value, name, value, ...])."""
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == b"m":
+            return fields[i + 1]
+    raise KeyError(b"m")  # what the redis-py reply's dict would raise
 
 
 class QueueFull(Exception):
@@ -77,19 +90,43 @@ class JobQueue:
         skipped; what a new attempt means for the client is the caller's business.
         """
         key = protocol.events_key(job_id)
-        last_id = "0-0"
+        last_id: bytes | str = "0-0"
         seen = (0, -1)
         while True:
-            reply: Any = await self._redis.xread({key: last_id}, block=poll_ms, count=256)
-            for entry_id, fields in reply[0][1] if reply else []:
+            for entry_id, data in await self._xread(key, last_id, poll_ms):
                 last_id = entry_id
-                event = protocol.decode_event(fields[b"m"])
+                event = protocol.decode_event(data)
                 if (event.attempt, event.seq) <= seen:
                     continue
                 seen = (event.attempt, event.seq)
                 yield event
                 if not isinstance(event, Token):
                     return
+
+    async def _xread(self, key: str, last_id: bytes | str, block_ms: int) -> list[tuple[bytes, bytes]]:
+        """The next entries of one events stream as (id, message), [] after `block_ms` without one.
+
+        One XREAD per token a client sees: redis-py's execute_command (retry wrapper,
+        observability hooks, reply callbacks) was most of the Python work per streamed token,
+        so the command is sent on a pooled connection directly. A connection that fails
+        is dropped and the read made again the ordinary way, with the client's retry policy;
+        one cancelled mid-read is disconnected by redis-py, never reused with a reply pending.
+        """
+        pool = self._redis.connection_pool
+        try:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            try:
+                await conn.send_command("XREAD", "COUNT", _XREAD_COUNT, "BLOCK", block_ms, "STREAMS", key, last_id)
+                reply: Any = await conn.read_response()
+            finally:
+                await pool.release(conn)
+        except (RedisConnectionError, RedisTimeoutError):
+            reply = await self._redis.xread({key: last_id}, block=block_ms, count=_XREAD_COUNT)
+            return [(entry_id, fields[b"m"]) for entry_id, fields in (reply[0][1] if reply else [])]
+        if not reply:
+            return []
+        entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]  # RESP3 | RESP2
+        return [(entry_id, _message(fields)) for entry_id, fields in entries]
 
     async def cancel(self, job_id: str) -> None:
         """The client went away or gave up: tell whichever worker has the job (or will claim it)."""
