@@ -1,7 +1,7 @@
 """The gateway's view of the model store: resolve names, render prompts, describe models.
 
-Models are looked up on every request (`herd create` or another gateway may change them; a
-record is reused while its manifest and blobs are unchanged, see hot_models.py); what is read
+Models are looked up on every request (`herd create` or another gateway may change them; the
+store reuses a record while its manifest and blobs are unchanged); what is read
 from a GGUF is cached by its content digest.
 """
 
@@ -15,7 +15,6 @@ from typing import Any, TypeGuard
 from gateway import wire_ollama as wire
 from gateway.chat_template import TemplateError, render_jinja
 from gateway.errors import ApiError, bad_request, model_not_found
-from gateway.hot_models import HotModels
 from gateway.requests import lacks_capability
 from herd.chat_prompt import render_fill_in_middle, render_ollama_template
 from herd.gotemplate import TemplateError as GoTemplateError
@@ -163,16 +162,11 @@ def checked_name(name: str, param: str = "model") -> str:
 class Catalog:
     def __init__(self, store: ModelStore) -> None:
         self.store = store
-        self._hot = HotModels(store.blobs_dir)
 
     def _record(self, name: str) -> ModelRecord:
-        record = self._hot.get(name)
-        if record is not None:
-            return record
         record = self.store.get(checked_name(name))
         if record is None:
             raise model_not_found(name)
-        self._hot.remember(name, record, lambda: self.store.get(name))
         return record
 
     def find(self, name: str) -> ModelRecord | None:

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -435,3 +436,36 @@ def test_a_failed_copy_into_the_store_leaves_nothing(store: ModelStore, tmp_path
     with pytest.raises(OSError, match="disk went away"):
         store.add_blob(Exploding())  # type: ignore[arg-type]
     assert blobs(store) == set()
+
+
+def test_a_name_looked_up_again_sees_every_change(store: ModelStore, gguf: Path, tmp_path: Path) -> None:
+    """get() remembers each name's record and checks it with a stat per call: a replaced model,
+    a deleted one, a blob gone, or a manifest moved out of the store behind a symlink all show."""
+    create(store, "m", "FROM tiny.gguf\nSYSTEM first", tmp_path)
+    first = store.get("m")
+    assert first is not None and first.system == "first"
+    assert store.get("m") is first  # remembered
+
+    create(store, "m", "FROM tiny.gguf\nSYSTEM second", tmp_path)
+    second = store.get("m")
+    assert second is not None and second.system == "second"
+
+    system = next(layer for layer in second.manifest.layers if layer.media_type.endswith("system"))
+    store.blob_path(system.digest).unlink()
+    with pytest.raises(CorruptModel):
+        store.get("m")
+
+    create(store, "m", "FROM tiny.gguf\nSYSTEM third", tmp_path)
+    third = store.get("m")
+    assert third is not None and store.get("m") is third
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "latest").write_bytes(third.manifest_path.read_bytes())
+    manifest_dir = third.manifest_path.parent
+    shutil.rmtree(manifest_dir)
+    manifest_dir.symlink_to(outside)
+    with pytest.raises(UnsafePath):
+        store.get("m")
+
+    manifest_dir.unlink()
+    assert store.get("m") is None
