@@ -47,14 +47,14 @@ class Stack:
         return subprocess.run([sys.executable, "-m", "herd", *args], env=self.env, capture_output=True,
                               text=True, check=check, timeout=120, stdin=subprocess.DEVNULL)  # never a pipe left open
 
-    def bounded_model(self) -> str:
-        """The demo model with `num_predict` 48, created once: a one-shot `herd run` in a test
+    def bounded_model(self, num_predict: int = 48) -> str:
+        """The demo model with this `num_predict`, created once: a one-shot `herd run` in a test
         then ends even when sampling degenerates (the demo sets no limit, which with context
         shifting means ten contexts: minutes)."""
-        name = "smollm2-bounded:latest"
-        modelfile = self.root / "bounded.Modelfile"
+        name = f"smollm2-bounded-{num_predict}:latest"
+        modelfile = self.root / f"bounded-{num_predict}.Modelfile"
         if not modelfile.exists():
-            modelfile.write_text(f"FROM {DEMO_NAME}\nPARAMETER num_predict 48\n")
+            modelfile.write_text(f"FROM {DEMO_NAME}\nPARAMETER num_predict {num_predict}\n")
             self.herd("create", name, "-f", str(modelfile))
         return name
 
