@@ -61,9 +61,15 @@ class ResolvedModel:
         head.extend(dict(m) for m in self.record.messages)
         return head + messages
 
-    def conversation_length(self, messages: list[dict[str, Any]]) -> int:
-        """Messages in the conversation the template sees (the Modelfile's included)."""
-        return len(self._template_messages(messages))
+    def cut_points(self, messages: list[dict[str, Any]], *, template: str | None = None) -> list[int]:
+        """Where a conversation too long for the context may start (see `render_chat`'s `drop`),
+        from 0 to its last message. Any message, as in Ollama, for a Go template; for a GGUF's
+        Jinja template only a user message (many raise unless roles alternate from a user's)."""
+        full = self._template_messages(messages)
+        last = len(full) - 1
+        if template or self.record.template or not self.gguf.chat_template:
+            return list(range(last + 1))
+        return [0, *(i for i in range(1, last) if full[i].get("role") == "user"), last] if last > 0 else [0]
 
     def render_chat(self, messages: list[dict[str, Any]], *, template: str | None = None,
                     tools: list[dict[str, Any]] | None = None, drop: int = 0) -> str:

@@ -18,7 +18,7 @@ import collections
 import dataclasses
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from herd.protocol import Job
@@ -107,24 +107,25 @@ def surely_fits(prompt: str, limit: int) -> bool:
     return len(prompt) * 4 + 2 <= limit or len(prompt.encode()) + 2 <= limit
 
 
-async def fit_conversation(render: Callable[[int], str], n_messages: int, limit: int,
+async def fit_conversation(render: Callable[[int], str], cuts: Sequence[int], limit: int,
                            count: Callable[[str], Awaitable[int]]) -> str:
-    """The prompt `render(k)` for the smallest k that fits `limit` tokens, where `render(k)`
-    leaves out the conversation's first k messages but for the system ones. k stays below
-    `n_messages`: the last message is always kept, fitting or not."""
+    """The prompt `render(k)` for the smallest k among `cuts` that fits `limit` tokens, where
+    `render(k)` leaves out the conversation's first k messages but for the system ones. `cuts`
+    rise from 0 (the whole conversation) to the last message's index, which is kept fitting
+    or not."""
     prompt = render(0)
-    if n_messages <= 1 or surely_fits(prompt, limit) or await count(prompt) <= limit:
+    if len(cuts) <= 1 or surely_fits(prompt, limit) or await count(prompt) <= limit:
         return prompt
-    # Fewer messages never make a longer prompt, so search the cut: low never fits, high fits
-    # or is the last message alone.
-    low, high = 0, n_messages - 1
-    best = render(high)
+    # Fewer messages never make a longer prompt, so search the cut: cuts[low] never fits,
+    # cuts[high] fits or is the last message alone.
+    low, high = 0, len(cuts) - 1
+    best = render(cuts[high])
     while high - low > 1:
         middle = (low + high) // 2
-        candidate = render(middle)
+        candidate = render(cuts[middle])
         if surely_fits(candidate, limit) or await count(candidate) <= limit:
             high, best = middle, candidate
         else:
             low = middle
-    log.debug("conversation cut to fit %d tokens: %d of %d messages dropped", limit, high, n_messages)
+    log.debug("conversation cut to fit %d tokens: its first %d messages dropped", limit, cuts[high])
     return best

@@ -93,5 +93,5 @@ async def tool_prompt(model: ResolvedModel, messages: list[dict[str, Any]], plan
     if fit is None:
         prompt = render(0)
     else:
-        prompt = await fit_conversation(render, model.conversation_length(messages), fit.limit, fit.count)
+        prompt = await fit_conversation(render, model.cut_points(messages), fit.limit, fit.count)
     return ToolPrompt(prompt, plan.output_format(), opener, plan)

@@ -4,9 +4,12 @@ messages kept, the last message always there; counted with the model's own token
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
+from gateway.catalog import ResolvedModel
 from gateway.prompt_fit import ConversationFitter, TokenCounter, fit_conversation
 from herd.demo import demo_gguf
 from herd.protocol import Job, SamplingOptions
@@ -43,7 +46,7 @@ async def test_a_conversation_that_fits_is_not_even_counted() -> None:
 
     messages = _conversation(2)
     render = _render(messages)
-    assert await fit_conversation(render, len(messages), 4096, never) == render(0)
+    assert await fit_conversation(render, range(len(messages)), 4096, never) == render(0)
 
 
 async def test_the_oldest_messages_go_first_and_the_system_message_stays(counter: TokenCounter) -> None:
@@ -56,7 +59,7 @@ async def test_the_oldest_messages_go_first_and_the_system_message_stays(counter
 
     limit = 300
     assert await count(render(0)) > limit
-    prompt = await fit_conversation(render, len(messages), limit, count)
+    prompt = await fit_conversation(render, range(len(messages)), limit, count)
     assert await count(prompt) <= limit
     assert prompt.startswith("<|im_start|>system\nYou are a pirate.")
     assert "And now the last question?" in prompt
@@ -76,7 +79,7 @@ async def test_the_last_message_stays_even_when_it_alone_is_too_long(counter: To
     async def count(text: str) -> int:
         return await counter.count(path, text)
 
-    prompt = await fit_conversation(render, len(messages), 100, count)
+    prompt = await fit_conversation(render, range(len(messages)), 100, count)
     assert prompt == render(2)
     assert "old" not in prompt and "pirate" in prompt  # the worker truncates the rest token-wise
 
@@ -93,3 +96,21 @@ def test_the_limit_is_the_context_a_sequence_gets(counter: TokenCounter) -> None
     assert fitter.for_job("w", job(num_ctx=100_000)).limit == 4096  # type: ignore[union-attr]
     assert fitter.for_job("w", job(truncate=False)) is None  # too long is then an error, as in Ollama
     assert ConversationFitter(4096, None).for_job("w", job()) is None
+
+
+def _model(*, go_template: str, jinja: str) -> ResolvedModel:
+    record = SimpleNamespace(system="", messages=[], template=go_template)
+    return ResolvedModel(cast(Any, record), cast(Any, SimpleNamespace(chat_template=jinja)))
+
+
+def test_a_jinja_template_is_cut_only_before_a_user_message() -> None:
+    """Ollama (Go templates) may start the kept part anywhere; many GGUF Jinja templates raise
+    unless roles alternate from a user's message, so there the cut lands on one."""
+    messages = [*_conversation(3)[1:], {"role": "tool", "content": "42"}]  # no system message
+    roles = [m["role"] for m in messages]
+    go = _model(go_template="{{ .Prompt }}", jinja="")
+    assert go.cut_points(messages) == list(range(len(messages)))
+    jinja = _model(go_template="", jinja="{{ messages }}")
+    cuts = jinja.cut_points(messages)
+    assert cuts[0] == 0 and cuts[-1] == len(messages) - 1
+    assert all(roles[i] == "user" for i in cuts[1:-1]) and len(cuts) == 2 + roles[1:-1].count("user")
