@@ -225,7 +225,7 @@ async def chat(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQueu
     messages = [turns.message(m.role, m.content, tool_calls=msgspec.to_builtins(m.tool_calls),
                               tool_call_id=m.tool_call_id, tool_name=m.tool_name) for m in body.messages]
     job = _job(model, body.model, "", body.options, body.keep_alive, body)
-    prepared = await tool_prompt(model, messages, plan, fit=fitter.for_job(str(model.record.weights_path), job))
+    prepared = await tool_prompt(model, messages, plan, fit=fitter.for_job(model, job))
     job.prompt = prepared.prompt
     if prepared.format is not None:
         if job.format is not None:

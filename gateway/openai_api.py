@@ -160,7 +160,7 @@ async def chat_completions(request: Request[Any, Any, Any], catalog: Catalog, qu
                               tool_calls=m.tool_calls, tool_call_id=m.tool_call_id) for m in body.messages]
     max_tokens = body.max_completion_tokens or body.max_tokens
     job = _job(model, body, "", max_tokens, output=output, logprobs=logprobs)
-    prepared = await tool_prompt(model, messages, plan, fit=fitter.for_job(str(model.record.weights_path), job))
+    prepared = await tool_prompt(model, messages, plan, fit=fitter.for_job(model, job))
     job.prompt = prepared.prompt
     if prepared.format is not None:
         if output is not None:

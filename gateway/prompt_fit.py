@@ -19,9 +19,12 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from herd.protocol import Job
+
+if TYPE_CHECKING:
+    from gateway.catalog import ResolvedModel
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +94,16 @@ class ConversationFitter:
         self.context_length = context_length
         self.counter = counter
 
-    def for_job(self, weights_path: str, job: Job) -> PromptFit | None:
+    def for_job(self, model: ResolvedModel, job: Job) -> PromptFit | None:
         """None when the job must not be cut (`truncate: false`: too long is an error) or
-        when this host cannot count tokens."""
+        when this host cannot count tokens. The limit is what the worker gives the sequence:
+        `CONTEXT_LENGTH`, at most the model's training context, less for a smaller `num_ctx`."""
         if self.counter is None or not job.truncate:
             return None
+        per_sequence = min(self.context_length, model.gguf.context_length or self.context_length)
         num_ctx = job.options.num_ctx
-        limit = min(num_ctx, self.context_length) if num_ctx > 0 else self.context_length
-        return PromptFit(limit, weights_path, self.counter)
+        limit = min(num_ctx, per_sequence) if num_ctx > 0 else per_sequence
+        return PromptFit(limit, str(model.record.weights_path), self.counter)
 
 
 def surely_fits(prompt: str, limit: int) -> bool:

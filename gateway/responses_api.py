@@ -181,7 +181,7 @@ async def responses(request: Request[Any, Any, Any], catalog: Catalog, queue: Jo
                               {k: v for k, v in fields.items() if v is not None}),
         keep_alive=keep_alive_seconds(body.keep_alive), created=time.time(), user=body.user,
     )
-    prepared = await tool_prompt(model, messages, plan, fit=fitter.for_job(str(model.record.weights_path), job))
+    prepared = await tool_prompt(model, messages, plan, fit=fitter.for_job(model, job))
     if prepared.format is not None and output_format is not None:
         raise bad_request("'text.format' cannot be combined with a forced tool call ('tool_choice')",
                           param="text.format")

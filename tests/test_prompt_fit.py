@@ -91,16 +91,24 @@ def test_the_limit_is_the_context_a_sequence_gets(counter: TokenCounter) -> None
         return Job(id="j", model="m", digest="d", prompt="", options=SamplingOptions(num_ctx=num_ctx),
                    truncate=truncate)
 
-    assert fitter.for_job("w", job()).limit == 4096  # type: ignore[union-attr]
-    assert fitter.for_job("w", job(num_ctx=512)).limit == 512  # type: ignore[union-attr]
-    assert fitter.for_job("w", job(num_ctx=100_000)).limit == 4096  # type: ignore[union-attr]
-    assert fitter.for_job("w", job(truncate=False)) is None  # too long is then an error, as in Ollama
-    assert ConversationFitter(4096, None).for_job("w", job()) is None
+    def limit(model: ResolvedModel, asked: Job) -> int | None:
+        fit = fitter.for_job(model, asked)
+        return None if fit is None else fit.limit
+
+    model = _model(go_template="", jinja="", trained=8192)
+    assert limit(model, job()) == 4096
+    assert limit(model, job(num_ctx=512)) == 512
+    assert limit(model, job(num_ctx=100_000)) == 4096
+    assert limit(_model(go_template="", jinja="", trained=2048), job()) == 2048  # as the worker caps it
+    assert limit(_model(go_template="", jinja="", trained=None), job()) == 4096
+    assert limit(model, job(truncate=False)) is None  # too long is then an error, as in Ollama
+    assert ConversationFitter(4096, None).for_job(model, job()) is None
 
 
-def _model(*, go_template: str, jinja: str) -> ResolvedModel:
-    record = SimpleNamespace(system="", messages=[], template=go_template)
-    return ResolvedModel(cast(Any, record), cast(Any, SimpleNamespace(chat_template=jinja)))
+def _model(*, go_template: str, jinja: str, trained: int | None = None) -> ResolvedModel:
+    record = SimpleNamespace(system="", messages=[], template=go_template, weights_path="w")
+    gguf = SimpleNamespace(chat_template=jinja, context_length=trained)
+    return ResolvedModel(cast(Any, record), cast(Any, gguf))
 
 
 def test_a_jinja_template_is_cut_only_before_a_user_message() -> None:
