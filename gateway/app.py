@@ -12,6 +12,8 @@ from litestar import Litestar, Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import embed_api, metrics, ollama_api, openai_api, registry_api, responses_api, store_api
 from gateway.catalog import Catalog
@@ -20,6 +22,7 @@ from gateway.generation import ClientGone
 from gateway.jobs import JobQueue
 from gateway.prompt_fit import ConversationFitter, TokenCounter
 from herd.config import Config
+from herd.redis_client import async_client
 from herd.store.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,13 @@ def _cors(config: Config) -> CORSConfig:
 
 def _handle_client_gone(request: Request[Any, Any, Any], exc: ClientGone) -> Response[bytes]:
     return Response(b"", status_code=499)  # nobody is listening; this is for the access log
+
+
+def _handle_redis_down(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Redis stayed unreachable past the client's retries: a 503 to try again, not a 500."""
+    log.warning("Redis unreachable on %s %s: %s", request.method, request.url.path, exc)
+    return Response(error_body(request.url.path, 503, f"the job queue (Redis) is unreachable: {exc}"),
+                    status_code=503, media_type="application/json", headers={"Retry-After": "1"})
 
 
 def _handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -70,7 +80,7 @@ def _dependencies(catalog: Catalog, queue: JobQueue, transfers: registry_api.Tra
 def create_app(config: Config, redis_url: str) -> Litestar:
     catalog = Catalog(ModelStore(config.models))
     transfers = registry_api.Transfers(catalog.store, prune=not config.noprune)
-    client: aioredis.Redis = aioredis.Redis.from_url(redis_url, max_connections=20_000)
+    client: aioredis.Redis = async_client(redis_url, max_connections=20_000)
     queue = JobQueue(client, max_queue=config.max_queue, load_timeout_s=config.load_timeout,
                      queue_timeout_s=config.queue_timeout)
     fitter = ConversationFitter(config.context_length, TokenCounter() if TokenCounter.available() else None)
@@ -91,6 +101,8 @@ def create_app(config: Config, redis_url: str) -> Litestar:
             ApiError: handle_api_error,
             HTTPException: handle_http_exception,
             ClientGone: _handle_client_gone,
+            RedisConnectionError: _handle_redis_down,
+            RedisTimeoutError: _handle_redis_down,
             Exception: _handle_unexpected,
         },
         middleware=[metrics.RequestMetrics()],

@@ -16,12 +16,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from herd import protocol
+from herd.redis_client import sync_pool
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class EventWriter:
     one written twice is harmless (readers skip an (attempt, seq) they have seen)."""
 
     def __init__(self, redis_url: str) -> None:
-        self._pool = redis.ConnectionPool.from_url(redis_url, socket_timeout=_SOCKET_TIMEOUT_S,
+        self._pool = sync_pool(redis_url, socket_timeout=_SOCKET_TIMEOUT_S,
                                                    client_name=CLIENT_NAME)
         self._connection = self._pool.make_connection()
         self._pending: collections.deque[_Packet] = collections.deque()  # sent, not yet fully answered

@@ -10,6 +10,7 @@ that failed to load) and the jobs' acknowledgements go out from here in one pipe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -27,6 +28,7 @@ from herd import protocol
 from herd.config import Config
 from herd.cpus import usable_cores
 from herd.protocol import Done, Error, WorkerState
+from herd.redis_client import RETRIED, async_client
 from worker.embedder import Embedder
 from worker.engine import Engine
 from worker.engine_thread import EngineThread
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _CLAIM_BLOCK_MS = 1000
 _FLUSH_RETRY_S = 0.5
+_REDIS_RETRY_S = 0.5  # how often a worker's loops try again while Redis is unreachable
 _CROWDING_CHECK_BEATS = 30  # how often a worker looks for others sharing its cores
 _FIRST_CROWDING_CHECK = 3  # beats after start: the others started with it have beaten by then
 
@@ -63,14 +66,15 @@ class Worker:
         self._outbox_ready = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._claim_client_id: int | None = None
+        self._redis_lost = False  # a loop found Redis unreachable (said once until it is back)
         self._redis: aioredis.Redis
         self._claim: aioredis.Redis
 
     # ---- lifecycle -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._redis = aioredis.Redis.from_url(self._redis_url)
-        self._claim = aioredis.Redis.from_url(self._redis_url, single_connection_client=True)
+        self._redis = async_client(self._redis_url)
+        self._claim = async_client(self._redis_url, single_connection_client=True)
         self._claim_client_id = int(await self._claim.client_id())
         await self._ensure_group(protocol.LOADS_STREAM)
         loops = [
@@ -121,34 +125,53 @@ class Worker:
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            streams: dict[Any, Any] = {}
-            counts: list[int] = []
-            for host in self.models.values():
-                if host.free_slots > 0:
-                    streams[protocol.jobs_key(host.digest)] = ">"
-                    counts.append(host.free_slots)
-            if self._room_for_load():
-                streams[protocol.LOADS_STREAM] = ">"
-            if not streams:
-                await asyncio.sleep(0.05)
-                continue
             try:
-                reply: Any = await self._claim.xreadgroup(
-                    protocol.WORKERS_GROUP, self.id, streams, count=min(counts, default=1), block=_CLAIM_BLOCK_MS
-                )
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):  # a stream was deleted under us: recreate its group
-                    for stream in streams:
-                        await self._ensure_group(stream)
-                    continue
-                raise
-            for stream_name, entries in reply or []:
-                stream = stream_name.decode()
-                if stream == protocol.LOADS_STREAM:
-                    for entry_id, fields in entries:
-                        self._start_load(entry_id.decode(), protocol.decode_load(fields[b"m"]))
-                else:
-                    await self._start_jobs(stream, entries)
+                await self._claim_once()
+            except RETRIED:
+                await self._redis_down("claiming jobs")
+                with contextlib.suppress(*RETRIED):  # the claim connection is a new one now
+                    self._claim_client_id = int(await self._claim.client_id())
+
+    async def _redis_down(self, doing: str) -> None:
+        """A loop lost Redis (restarted, unreachable): say so once, wait, and let it try again."""
+        if not self._redis_lost:
+            log.warning("Redis is unreachable (%s); retrying every %.1f s", doing, _REDIS_RETRY_S)
+        self._redis_lost = True
+        await asyncio.sleep(_REDIS_RETRY_S)
+
+    async def _claim_once(self) -> None:
+        """One claim: block for jobs of the models with a free slot (and loads, with room)."""
+        streams: dict[Any, Any] = {}
+        counts: list[int] = []
+        for host in self.models.values():
+            if host.free_slots > 0:
+                streams[protocol.jobs_key(host.digest)] = ">"
+                counts.append(host.free_slots)
+        if self._room_for_load():
+            streams[protocol.LOADS_STREAM] = ">"
+        if not streams:
+            await asyncio.sleep(0.05)
+            return
+        try:
+            reply: Any = await self._claim.xreadgroup(
+                protocol.WORKERS_GROUP, self.id, streams, count=min(counts, default=1), block=_CLAIM_BLOCK_MS
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):  # a stream was deleted under us (or Redis restarted empty)
+                for stream in streams:
+                    await self._ensure_group(stream)
+                return
+            raise
+        if self._redis_lost:
+            log.warning("Redis is back")
+            self._redis_lost = False
+        for stream_name, entries in reply or []:
+            stream = stream_name.decode()
+            if stream == protocol.LOADS_STREAM:
+                for entry_id, fields in entries:
+                    self._start_load(entry_id.decode(), protocol.decode_load(fields[b"m"]))
+            else:
+                await self._start_jobs(stream, entries)
 
     async def _unblock_claim(self) -> None:
         """A slot freed up: make the claim loop re-read with the new set of streams."""
@@ -369,7 +392,15 @@ class Worker:
     # ---- cancellation and heartbeat ----------------------------------------------------
 
     async def _listen_loop(self) -> None:
-        """Cancellations, and orders for all workers or for this one."""
+        """Cancellations, and orders for all workers or for this one; subscribed again after
+        Redis comes back."""
+        while True:
+            try:
+                await self._listen()
+            except RETRIED:
+                await self._redis_down("listening for cancellations")
+
+    async def _listen(self) -> None:
         pubsub = self._redis.pubsub()
         await pubsub.subscribe(protocol.CANCELS_CHANNEL, protocol.CONTROL_CHANNEL, protocol.control_channel(self.id))
         try:
@@ -423,15 +454,17 @@ class Worker:
         janitor = Janitor(self._redis, self.id, load_timeout_s=self.config.load_timeout)
         beats = 0
         while not stop.is_set():
-            for host in list(self.models.values()):
-                if host.expired():
-                    await self._unload(host)
-            await self._publish_holdings()
             try:
+                for host in list(self.models.values()):
+                    if host.expired():
+                        await self._unload(host)
+                await self._publish_holdings()
                 await janitor.round()
                 if beats % _CROWDING_CHECK_BEATS == _FIRST_CROWDING_CHECK:
                     await self._warn_if_crowded()
-            except Exception:  # Redis hiccup: try again next beat
+            except RETRIED:  # Redis restarting: the next beat registers this worker again
+                await self._redis_down("heartbeat")
+            except Exception:
                 log.exception("janitor round failed")
             beats += 1
             await asyncio.sleep(protocol.HEARTBEAT_INTERVAL_S)
