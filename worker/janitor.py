@@ -119,6 +119,11 @@ class Janitor:
     async def _post_load(self, digest: str, stream: str) -> None:
         if not await self._redis.set(protocol.loading_key(digest), b"1", nx=True, px=self._load_guard_ms):
             return
+        # The workers read for this round may be older than a load that just ended: a loader
+        # adds itself to the holders before it drops the loading key, so look again now.
+        if await self._redis.zcount(protocol.holders_key(digest), int(time.time() * 1000), "+inf"):
+            await self._redis.delete(protocol.loading_key(digest))
+            return
         load = await self._load_request(digest, stream)
         await self._redis.xadd(protocol.LOADS_STREAM, {"m": protocol.encode(load)})
         log.info("jobs wait for %s and no worker holds it: load requested", load.model)
