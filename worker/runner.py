@@ -10,7 +10,6 @@ that failed to load) and the jobs' acknowledgements go out from here in one pipe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -76,6 +75,8 @@ class Worker:
         self._redis = async_client(self._redis_url)
         self._claim = async_client(self._redis_url, single_connection_client=True)
         self._claim_client_id = int(await self._claim.client_id())
+        assert self._claim.connection is not None  # made by the command above
+        self._claim.connection.register_connect_callback(self._on_claim_connect)  # type: ignore[no-untyped-call]
         await self._ensure_group(protocol.LOADS_STREAM)
         loops = [
             asyncio.create_task(self._claim_loop(stop), name="claim"),
@@ -129,8 +130,12 @@ class Worker:
                 await self._claim_once()
             except RETRIED:
                 await self._redis_down("claiming jobs")
-                with contextlib.suppress(*RETRIED):  # the claim connection is a new one now
-                    self._claim_client_id = int(await self._claim.client_id())
+
+    async def _on_claim_connect(self, connection: Any) -> None:
+        """The claim connection connected again (Redis restarted or dropped it): CLIENT UNBLOCK
+        needs its new id, or freed slots would wait for the claim's block to time out."""
+        await connection.send_command("CLIENT", "ID")
+        self._claim_client_id = int(await connection.read_response())
 
     async def _redis_down(self, doing: str) -> None:
         """A loop lost Redis (restarted, unreachable): say so once, wait, and let it try again."""
