@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -101,14 +102,17 @@ def _loaded(stack: Stack) -> int:
 
 
 def test_run_with_format_json_and_keepalive(herd: Stack) -> None:
-    # The demo's weights, with an answer's length bounded; room enough for a small object (an
-    # answer cut by num_predict is cut mid-JSON: only a complete one always parses).
+    # The demo's weights, with an answer's length bounded; room enough for a small object.
     bounded = herd.bounded_model(num_predict=400)
     herd.herd("run", bounded, "Hi")  # the weights are loaded (named after whoever loaded them first)
     loaded = _loaded(herd)
-    result = herd.herd("run", bounded, "--format", "json", "--keepalive", "0",
+    result = herd.herd("run", bounded, "--format", "json", "--keepalive", "0", "--verbose",
                        "Give a JSON object with a key name and a value.")
-    json.loads(result.stdout)  # grammar-constrained: a complete answer always parses
+    eval_count = int(re.search(r"^eval count:\s+(\d+)", result.stderr, re.M).group(1))  # type: ignore[union-attr]
+    if eval_count < 400:
+        json.loads(result.stdout)  # grammar-constrained: a complete answer always parses
+    else:  # sampling rambled on (a 135M model, temperature 0.8) until num_predict cut it
+        assert result.stdout.lstrip().startswith("{")
     deadline = time.monotonic() + 20
     while _loaded(herd) != loaded - 1:  # keepalive 0: unloaded once the answer is done
         assert time.monotonic() < deadline, "keepalive 0 left the model loaded"
