@@ -12,8 +12,6 @@ from litestar import Litestar, Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import embed_api, metrics, ollama_api, openai_api, registry_api, responses_api, store_api
 from gateway.catalog import Catalog
@@ -22,7 +20,7 @@ from gateway.generation import ClientGone
 from gateway.jobs import JobQueue
 from gateway.prompt_fit import ConversationFitter, TokenCounter
 from herd.config import Config
-from herd.redis_client import async_client
+from herd.redis_client import RETRIED, async_client
 from herd.store.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -101,8 +99,7 @@ def create_app(config: Config, redis_url: str) -> Litestar:
             ApiError: handle_api_error,
             HTTPException: handle_http_exception,
             ClientGone: _handle_client_gone,
-            RedisConnectionError: _handle_redis_down,
-            RedisTimeoutError: _handle_redis_down,
+            **dict.fromkeys(RETRIED, _handle_redis_down),
             Exception: _handle_unexpected,
         },
         middleware=[metrics.RequestMetrics()],

@@ -8,11 +8,10 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from herd import protocol
 from herd.protocol import Control, Event, Job, LoadRequest, Token, WorkerState
+from herd.redis_client import RETRIED
 
 # One round trip admits a job. At most MAX_QUEUE jobs wait (across all models; entries older
 # than a stale bound are dropped first, so a crashed gateway cannot wedge the count). Then the
@@ -120,7 +119,7 @@ class JobQueue:
                 reply: Any = await conn.read_response()
             finally:
                 await pool.release(conn)
-        except (RedisConnectionError, RedisTimeoutError):
+        except RETRIED:
             reply = await self._redis.xread({key: last_id}, block=block_ms, count=_XREAD_COUNT)
             return [(entry_id, fields[b"m"]) for entry_id, fields in (reply[0][1] if reply else [])]
         if not reply:

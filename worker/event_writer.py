@@ -16,16 +16,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from herd import protocol
-from herd.redis_client import sync_pool
+from herd.redis_client import RETRIED, sync_pool
 
 log = logging.getLogger(__name__)
 
-_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+_CONNECTION_ERRORS = (*RETRIED, OSError)
 
 # An events stream lives EVENTS_TTL_MS (10 min) past its last renewal; renewing once a minute
 # keeps a long generation's stream alive with one PEXPIRE a minute instead of one per token.
@@ -66,8 +64,7 @@ class EventWriter:
     one written twice is harmless (readers skip an (attempt, seq) they have seen)."""
 
     def __init__(self, redis_url: str) -> None:
-        self._pool = sync_pool(redis_url, socket_timeout=_SOCKET_TIMEOUT_S,
-                                                   client_name=CLIENT_NAME)
+        self._pool = sync_pool(redis_url, socket_timeout=_SOCKET_TIMEOUT_S, client_name=CLIENT_NAME)
         self._connection = self._pool.make_connection()
         self._pending: collections.deque[_Packet] = collections.deque()  # sent, not yet fully answered
         self._ttl = TtlClock()

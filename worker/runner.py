@@ -346,12 +346,12 @@ class Worker:
         host = self.models.get(digest)
         if host is None:
             return
-        for job_id in job_ids:
-            running = host.running.get(job_id)
-            if running is not None:
-                self._finish(host, running)
-        self._outbox_ready.set()
-        self._spawn(self._after_free(host))
+        finished = [host.running[job_id] for job_id in job_ids if job_id in host.running]
+        for running in finished:
+            self._finish(host, running)
+        if finished:  # jobs the shutdown already finished free nothing more
+            self._outbox_ready.set()
+            self._spawn(self._after_free(host))
 
     async def _after_free(self, host: HostedModel) -> None:
         if host.expired() and host.digest in self.models:

@@ -153,12 +153,15 @@ def _as_name(name: str | ModelName) -> ModelName:
 _Identity = tuple[int, int, int, int]  # a file's device, inode, size and mtime (ns)
 
 
+def _identity(found: os.stat_result) -> _Identity:
+    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
+
+
 def _identity_of(path: str) -> _Identity | None:
     try:
-        found = os.stat(path)
+        return _identity(os.stat(path))
     except OSError:
         return None
-    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
 
 
 class ModelStore:
@@ -171,7 +174,7 @@ class ModelStore:
         # Records by manifest file identity. A manifest is replaced by rename (new inode) and
         # its layers are content-addressed, so an unchanged stat means an unchanged model: the
         # gateway resolves a name per request with one stat instead of reading every layer.
-        self._records: dict[tuple[str, int, int, int], ModelRecord] = {}
+        self._records: dict[tuple[str, int, int, int, int], ModelRecord] = {}
         # The record last returned for each exact name, with its manifest's path and identity:
         # a repeated get() then costs one stat and one lstat per blob, without proving the path
         # contained again (pathlib and a realpath were a third of a gateway's CPU per request).
@@ -253,9 +256,8 @@ class ModelStore:
     def _load_with_identity(self, name: ModelName, path: Path) -> tuple[ModelRecord, _Identity]:
         """The record, and the identity its manifest had before it was read (a manifest replaced
         meanwhile shows another identity next time, so it is read again then)."""
-        found = path.stat()
-        identity = (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
-        key = (str(path), found.st_ino, found.st_size, found.st_mtime_ns)
+        identity = _identity(path.stat())
+        key = (str(path), *identity)
         cached = self._records.get(key)
         if cached is not None and cached.name == name and self._blobs_intact(cached.manifest):
             return cached, identity
