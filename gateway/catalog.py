@@ -61,13 +61,14 @@ class ResolvedModel:
         head.extend(dict(m) for m in self.record.messages)
         return head + messages
 
-    def cut_points(self, messages: list[dict[str, Any]], *, template: str | None = None) -> list[int]:
+    def cut_points(self, messages: list[dict[str, Any]]) -> list[int]:
         """Where a conversation too long for the context may start (see `render_chat`'s `drop`),
-        from 0 to its last message. Any message, as in Ollama, for a Go template; for a GGUF's
-        Jinja template only a user message (many raise unless roles alternate from a user's)."""
+        from 0 to its last message. Any message, as in Ollama, for the Modelfile's Go template;
+        for a GGUF's Jinja template only a user message (many raise unless roles alternate from
+        a user's)."""
         full = self._template_messages(messages)
         last = len(full) - 1
-        if template or self.record.template or not self.gguf.chat_template:
+        if self.record.template or not self.gguf.chat_template:
             return list(range(last + 1))
         return [0, *(i for i in range(1, last) if full[i].get("role") == "user"), last] if last > 0 else [0]
 
