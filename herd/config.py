@@ -17,6 +17,7 @@ from typing import Any
 from herd.durations import parse_duration
 
 DEFAULT_PORT = 11434
+DEFAULT_PREFILL_SLICE_MS = 250
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,10 @@ SETTINGS: tuple[Setting, ...] = (
             "negative: forever, 0: unload when idle)."),
     Setting("CONTEXT_LENGTH", "4096", "Context window (tokens) of each sequence, capped at the "
             "model's training context."),
+    Setting("PREFILL_SLICE", f"{DEFAULT_PREFILL_SLICE_MS}ms", "While sequences are generating, each decode step "
+            "takes only as much of new requests' prompts as runs in about this long, so running streams do not "
+            "stall behind a long prompt; 0: a step takes a whole batch of prompt (llama.cpp's way).",
+            ollama_alias=False),
     Setting("NUM_THREAD", "0", "Threads for decoding; 0: one per physical core this process may use, "
             "divided among the workers `herd serve` starts.", ollama_alias=False),
     Setting("FLASH_ATTENTION", "auto", "`1`/`0` forces flash attention on or off; `auto` lets llama.cpp "
@@ -109,6 +114,7 @@ class Config:
     queue_timeout: float  # seconds
     keep_alive: float  # seconds; math.inf = forever
     context_length: int
+    prefill_slice: float  # seconds
     num_thread: int
     flash_attention: bool | None  # None = auto
     origins: tuple[str, ...]
@@ -145,6 +151,7 @@ class Config:
             queue_timeout=_duration_or_default(raw["QUEUE_TIMEOUT"], "5m"),
             keep_alive=keep_alive,
             context_length=max(64, _int(raw["CONTEXT_LENGTH"], "4096")),
+            prefill_slice=max(0.0, _duration_or_default(raw["PREFILL_SLICE"], f"{DEFAULT_PREFILL_SLICE_MS}ms")),
             num_thread=max(0, _int(raw["NUM_THREAD"], "0")),
             flash_attention=None if flash in {"", "auto"} else _truthy(flash),
             origins=tuple(o.strip() for o in raw["ORIGINS"].split(",") if o.strip()),
@@ -172,6 +179,7 @@ class Config:
             "HERD_QUEUE_TIMEOUT": duration(self.queue_timeout),
             "HERD_KEEP_ALIVE": duration(self.keep_alive),
             "HERD_CONTEXT_LENGTH": str(self.context_length),
+            "HERD_PREFILL_SLICE": duration(self.prefill_slice),
             "HERD_NUM_THREAD": str(self.num_thread),
             "HERD_FLASH_ATTENTION": "auto" if self.flash_attention is None else str(int(self.flash_attention)),
             "HERD_ORIGINS": ",".join(self.origins),

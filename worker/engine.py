@@ -22,10 +22,12 @@ from typing import Any, Literal
 
 import msgspec
 
+from herd.config import DEFAULT_PREFILL_SLICE_MS
 from herd.protocol import OutputFormat, SamplingOptions, TokenLogprob
 from worker.grammar import GrammarError, gbnf
 from worker.llama_model import LoadedWeights, context_params, lib
 from worker.logprobs import MAX_TOP, logprob_entry
+from worker.prefill_pacer import MIN_CHUNK, PrefillPacer
 from worker.sampling import GrammarDeadEnd, GrammarRejected, SequenceSampler
 from worker.text_stream import TextStream
 
@@ -151,6 +153,7 @@ class Engine:
         n_batch: int = 512,
         flash_attention: bool | None = None,
         adapters: Sequence[str] = (),  # LoRA GGUF paths, applied at scale 1
+        prefill_slice_ms: float = DEFAULT_PREFILL_SLICE_MS,  # 0: prompts fill the batch (llama.cpp's way)
     ) -> None:
         if n_parallel < 1 or ctx_per_seq < 1 or n_batch < 1:
             raise ValueError("n_parallel, ctx_per_seq and n_batch must be positive")
@@ -192,6 +195,7 @@ class Engine:
         self._free: list[int] = list(range(n_parallel))
         self._by_id: dict[str, _Seq] = {}
         self._pending: list[EngineEvent] = []  # events raised by add(), returned by step()
+        self._pacer = PrefillPacer(prefill_slice_ms)
 
     # -- introspection --------------------------------------------------------------------
 
@@ -302,10 +306,12 @@ class Engine:
         active = [s for s in self._slots if s is not None]
         generating = [s for s in active if s.next_token >= 0]
         plan = [(s, 1) for s in generating]
-        plan += self._prompt_chunks([s for s in active if s.next_token < 0], self._n_batch - len(plan))
+        budget = self._pacer.prompt_budget(len(generating), self._n_batch - len(plan))
+        plan += self._prompt_chunks([s for s in active if s.next_token < 0], budget)
         cap = sum(n for _, n in plan)
         while True:
             used = self._fill(plan, cap)
+            start_of_decode = time.perf_counter_ns()
             ret = lib.llama_decode(self._ctx, self._batch)
             if ret == 0:
                 break
@@ -317,6 +323,8 @@ class Engine:
                 self._release(seq)
             return events
         end_of_decode = time.perf_counter_ns()
+        chunks = [n for seq, n, _ in used if seq.next_token < 0]
+        self._pacer.observe(len(used) - len(chunks), sum(chunks), (end_of_decode - start_of_decode) / 1e6)
         ctx = self._ctx
         for seq, n, row in used:
             if seq.next_token >= 0:
@@ -344,18 +352,21 @@ class Engine:
 
     def _prompt_chunks(self, prefilling: list[_Seq], budget: int) -> list[tuple[_Seq, int]]:
         """Share the batch room left among prompts, max-min fair: short prompts finish in
-        one step rather than waiting behind a long one; what they leave goes to the rest."""
+        one step rather than waiting behind a long one; what they leave goes to the rest.
+        When the room is short, it goes to as many prompts as get MIN_CHUNK each, shortest first."""
         if not prefilling or budget <= 0:
             return []
         share: dict[int, int] = {}
         left = budget
         by_need = sorted(prefilling, key=lambda s: len(s.prompt) - s.fed)
+        if sum(len(s.prompt) - s.fed for s in by_need) > budget:  # shares under MIN_CHUNK feed slowly
+            by_need = by_need[: max(1, budget // MIN_CHUNK)]
         for i, seq in enumerate(by_need):
             fair = -(-left // (len(by_need) - i))  # ceil: progress even when room < prompts
             take = min(len(seq.prompt) - seq.fed, fair, left)
             share[seq.seq_id] = take
             left -= take
-        return [(s, share[s.seq_id]) for s in prefilling if share[s.seq_id] > 0]
+        return [(s, share[s.seq_id]) for s in prefilling if share.get(s.seq_id, 0) > 0]
 
     def _fill(self, plan: list[tuple[_Seq, int]], cap: int) -> list[tuple[_Seq, int, int]]:
         """Write up to `cap` tokens of the plan into the batch; return (seq, n, logits row),

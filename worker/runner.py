@@ -281,6 +281,7 @@ class Worker:
             ctx_per_seq=self.config.context_length,
             n_threads=self.threads,
             flash_attention=self.config.flash_attention,
+            prefill_slice_ms=self.config.prefill_slice * 1000,
         )
 
     def _open_embedder(self, engine: Engine) -> Embedder:
