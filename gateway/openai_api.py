@@ -34,7 +34,8 @@ SSE = "text/event-stream"
 
 def _usage(done: Done) -> wire.Usage:
     return wire.Usage(prompt_tokens=done.prompt_eval_count, completion_tokens=done.eval_count,
-                      total_tokens=done.prompt_eval_count + done.eval_count)
+                      total_tokens=done.prompt_eval_count + done.eval_count,
+                      prompt_tokens_details=wire.PromptTokensDetails(cached_tokens=done.prompt_cached_count))
 
 
 def _finish_reason(done: Done) -> wire.FinishReason:

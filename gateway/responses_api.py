@@ -217,7 +217,8 @@ def _finished(shell: ResponseObject, output: list[OutputMessage | FunctionCallIt
         shell, status="incomplete" if cut else "completed", output=output,
         incomplete_details={"reason": "max_output_tokens"} if cut else None,
         usage=ResponseUsage(input_tokens=done.prompt_eval_count, output_tokens=done.eval_count,
-                            total_tokens=done.prompt_eval_count + done.eval_count),
+                            total_tokens=done.prompt_eval_count + done.eval_count,
+                            input_tokens_details={"cached_tokens": done.prompt_cached_count, "cache_write_tokens": 0}),
     )
 
 

@@ -82,10 +82,15 @@ class CompletionRequest(_SamplingFields, forbid_unknown_fields=True):
     best_of: int | None = None
 
 
+class PromptTokensDetails(msgspec.Struct):
+    cached_tokens: int  # prompt tokens found in the worker's KV cache (OpenAI's prompt caching field)
+
+
 class Usage(msgspec.Struct):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
 
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]

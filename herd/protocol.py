@@ -212,6 +212,7 @@ class Done(msgspec.Struct, tag="done", kw_only=True):
     seq: int
     done_reason: Literal["stop", "length", "load", "unload"]
     prompt_eval_count: NonNegative = 0
+    prompt_cached_count: NonNegative = 0  # of the prompt's tokens, those found in the worker's KV cache
     prompt_eval_duration: NonNegative = 0  # nanoseconds, like Ollama
     eval_count: NonNegative = 0
     eval_duration: NonNegative = 0

@@ -90,7 +90,23 @@ def test_completions_stream_and_not(client: openai.OpenAI, herd: Stack, model_na
     assert "".join(c.choices[0].text for c in streamed if c.choices) == whole.choices[0].text
     assert [c.choices[0].finish_reason for c in streamed if c.choices][-1] == whole.choices[0].finish_reason
     assert all(c.choices[0].finish_reason is None for c in streamed[:-2])
-    assert streamed[-1].usage == whole.usage
+    assert streamed[-1].usage is not None and whole.usage is not None
+    counts = ("prompt_tokens", "completion_tokens", "total_tokens")  # cached_tokens differ: the prompt was seen
+    assert [getattr(streamed[-1].usage, n) for n in counts] == [getattr(whole.usage, n) for n in counts]
+
+
+def test_a_chats_next_turn_reports_its_cached_prompt_tokens(client: openai.OpenAI, model_name: str) -> None:
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": "You answer in one short sentence. Session 7f3a."},  # unseen before
+        {"role": "user", "content": "Name a planet."}]
+    first = client.chat.completions.create(model=model_name, messages=messages, **GREEDY)
+    assert first.usage is not None and first.usage.prompt_tokens_details is not None
+    messages += [{"role": "assistant", "content": first.choices[0].message.content or ""},
+                 {"role": "user", "content": "Name another."}]
+    second = client.chat.completions.create(model=model_name, messages=messages, **GREEDY)
+    assert second.usage is not None and second.usage.prompt_tokens_details is not None
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert cached is not None and first.usage.prompt_tokens <= cached < second.usage.prompt_tokens
 
 
 def test_models_are_listed_and_retrieved(client: openai.OpenAI, model_name: str) -> None:

@@ -52,6 +52,7 @@ class Finished(msgspec.Struct, frozen=True, kw_only=True):
     request_id: str
     done_reason: Literal["stop", "length"]
     prompt_eval_count: int
+    prompt_cached_count: int = 0  # of those, tokens whose cells an earlier request left (not decoded again)
     prompt_eval_duration_ns: int  # admission to the end of the decode that finished the prompt
     eval_count: int  # generated tokens, not counting the end-of-generation token
     eval_duration_ns: int  # first sampled token to the end
@@ -70,6 +71,8 @@ class _Seq:
     """One admitted request, bound to one sequence id of the context."""
 
     __slots__ = (
+        "cacheable",
+        "decoded",
         "fed",
         "generated",
         "held_logprobs",
@@ -82,6 +85,7 @@ class _Seq:
         "prompt",
         "released",
         "request_id",
+        "reused",
         "sampler",
         "seq_id",
         "shift",
@@ -114,10 +118,13 @@ class _Seq:
         self.shift = shift  # a full context shifts instead of ending the answer
         cap = PREDICT_CAP * limit
         self.num_predict = options.num_predict if 0 < options.num_predict <= cap else cap
-        self.fed = 0  # prompt tokens decoded so far
+        self.reused = 0  # leading prompt tokens whose cells were left by an earlier request
+        self.fed = 0  # prompt tokens decoded so far (or reused)
         self.n_past = 0  # cells this sequence holds in the KV cache
         self.next_token = -1  # sampled, not yet decoded; -1 while in prefill
         self.generated = 0
+        self.decoded: list[int] = []  # generated tokens whose cells are in the KV cache
+        self.cacheable = True  # cell i holds token i (prompt, then decoded) until a shift moves them
         self.t_admit = time.perf_counter_ns()
         self.t_prefilled = 0
         self.t_first = 0
@@ -193,6 +200,11 @@ class Engine:
         self._seq_rows: list[Any] = [b.seq_id[i] for i in range(n)]
         self._slots: list[_Seq | None] = [None] * n_parallel
         self._free: list[int] = list(range(n_parallel))
+        # What each free sequence's cells still hold (token i in cell i), kept for the next
+        # request that starts with the same tokens: a chat's next turn, a shared system prompt.
+        self._cached: list[list[int]] = [[] for _ in range(n_parallel)]
+        self._last_used: list[int] = [0] * n_parallel
+        self._uses = 0
         self._by_id: dict[str, _Seq] = {}
         self._pending: list[EngineEvent] = []  # events raised by add(), returned by step()
         self._pacer = PrefillPacer(prefill_slice_ms)
@@ -272,10 +284,11 @@ class Engine:
             self._pending.append(Failed(request_id, f"invalid format: {exc}", 400))
             return
         sampler.prime(tokens)
-        seq_id = self._free.pop(0)
+        seq_id, reused = self._take_slot(tokens)
         top = None if logprobs is None else max(0, min(logprobs, MAX_TOP))
         seq = _Seq(request_id, seq_id, tokens, options, sampler, limit, top, keep=keep,
                    shift=shift and self._can_shift)
+        seq.reused = seq.fed = seq.n_past = reused
         self._slots[seq_id] = seq
         self._by_id[request_id] = seq
 
@@ -287,14 +300,38 @@ class Engine:
         elif self._pending:
             self._pending = [e for e in self._pending if e.request_id != request_id]
 
-    def _release(self, seq: _Seq) -> None:
-        # Its KV cells must go, or the next request on this sequence id would attend to them.
-        lib.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+    def _take_slot(self, tokens: list[int]) -> tuple[int, int]:
+        """A free sequence for `tokens` and how many of its cells they reuse: the one holding
+        the longest prefix of them when that is a tenth of the prompt or more (llama.cpp's
+        server rule), else the least recently used. The prompt's last token is always
+        decoded again: its logits give the first answer token."""
+        prefixes = {sid: common_prefix(self._cached[sid], tokens) for sid in self._free}
+        best = max(self._free, key=lambda sid: prefixes[sid])
+        if prefixes[best] * 10 < len(tokens):
+            best = min(self._free, key=lambda sid: self._last_used[sid])
+        reused = min(prefixes[best], len(tokens) - 1)
+        if not lib.llama_memory_seq_rm(self._mem, best, reused, -1):  # recurrent models cannot cut
+            lib.llama_memory_seq_rm(self._mem, best, -1, -1)
+            reused = 0
+        self._cached[best] = []
+        self._free.remove(best)
+        return best, reused
+
+    def _release(self, seq: _Seq, *, keep_cells: bool = True) -> None:
+        """Free the sequence; its cells stay for a request with the same start unless they no
+        longer hold its tokens in order (shifted) or a failed decode left them unknown."""
+        sid = seq.seq_id
+        if keep_cells and seq.cacheable:
+            self._cached[sid] = seq.prompt[: seq.fed] + seq.decoded
+        else:
+            lib.llama_memory_seq_rm(self._mem, sid, -1, -1)
+            self._cached[sid] = []
+        self._uses += 1
+        self._last_used[sid] = self._uses
         seq.sampler.free()
         del self._by_id[seq.request_id]
-        self._slots[seq.seq_id] = None
-        self._free.append(seq.seq_id)
-        self._free.sort()
+        self._slots[sid] = None
+        self._free.append(sid)
 
     # -- the decode loop -------------------------------------------------------------------
 
@@ -320,7 +357,7 @@ class Engine:
                 continue
             for seq, _, _ in used:
                 events.append(Failed(seq.request_id, f"llama_decode failed ({ret})"))
-                self._release(seq)
+                self._release(seq, keep_cells=False)
             return events
         end_of_decode = time.perf_counter_ns()
         chunks = [n for seq, n, _ in used if seq.next_token < 0]
@@ -329,6 +366,7 @@ class Engine:
         for seq, n, row in used:
             if seq.next_token >= 0:
                 seq.n_past += 1
+                seq.decoded.append(seq.next_token)
             else:
                 seq.fed += n
                 seq.n_past += n
@@ -431,6 +469,7 @@ class Engine:
             return False
         lib.llama_memory_seq_add(self._mem, seq.seq_id, keep + discard, -1, -discard)
         seq.n_past -= discard
+        seq.cacheable = False
         return True
 
     def _finish(self, seq: _Seq, reason: Literal["stop", "length"], events: list[EngineEvent]) -> None:
@@ -443,6 +482,7 @@ class Engine:
                 request_id=seq.request_id,
                 done_reason=reason,
                 prompt_eval_count=len(seq.prompt),
+                prompt_cached_count=seq.reused,
                 prompt_eval_duration_ns=seq.t_prefilled - seq.t_admit,
                 eval_count=seq.generated,
                 eval_duration_ns=now - seq.t_first,
@@ -474,6 +514,16 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens two lists share (whole slices compared at C speed first)."""
+    n, i, step = min(len(a), len(b)), 0, 256
+    while i + step <= n and a[i : i + step] == b[i : i + step]:
+        i += step
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def kept_cells(num_keep: int, n_prompt: int, add_bos: bool, limit: int) -> int:

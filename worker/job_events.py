@@ -89,9 +89,9 @@ def _protocol_event(event: ThreadEvent, stream: _JobStream) -> protocol.Event:
         return Token(attempt=stream.attempt, seq=seq, text=event.text, logprobs=event.logprobs)
     if isinstance(event, Finished):
         return Done(attempt=stream.attempt, seq=seq, done_reason=event.done_reason,
-                    prompt_eval_count=event.prompt_eval_count, prompt_eval_duration=event.prompt_eval_duration_ns,
-                    eval_count=event.eval_count, eval_duration=event.eval_duration_ns,
-                    load_duration=stream.load_duration_ns)
+                    prompt_eval_count=event.prompt_eval_count, prompt_cached_count=event.prompt_cached_count,
+                    prompt_eval_duration=event.prompt_eval_duration_ns, eval_count=event.eval_count,
+                    eval_duration=event.eval_duration_ns, load_duration=stream.load_duration_ns)
     if isinstance(event, Embedded):
         return Embeddings(attempt=stream.attempt, seq=seq, vectors=event.vectors,
                           prompt_eval_count=event.prompt_eval_count,
