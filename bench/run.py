@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import itertools
 import os
 import platform
 import signal
@@ -37,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import llama_cpp
@@ -62,6 +63,7 @@ from herd.demo import DEMO_NAME, demo_gguf
 from herd.processes import EmbeddedRedis, free_port
 from herd.store.store import ModelStore
 from tests.stack import Stack, running_stack
+from worker.engine import common_prefix
 
 T = TypeVar("T")
 
@@ -75,6 +77,16 @@ CLIENT_COUNTS = (1, 2, 4, 8)  # row 2
 TTFT_PROMPT = "The capital of France is"  # row 3 (raw mode: no template)
 QUEUE_PROMPT = "Hi"  # row 4 (raw mode)
 QUEUE_CLIENTS = 32  # row 4
+# Herd's workers (and the peer) reuse cells left by a request that started the same way; the
+# raw loop and the in-process sides decode every prompt whole. So that rows 2 and 3 compare the
+# same work, each request starts with a word none of the last dozen requests started with.
+LEADS = ("Amber", "Basil", "Cedar", "Dune", "Ember", "Fjord", "Grove", "Harbor", "Iris", "Jade", "Kelp",
+         "Lotus", "Maple", "Nectar", "Opal", "Pebble", "Quartz", "Raven", "Sage", "Tulip")
+
+
+def led(i: int, text: str) -> str:
+    """`text` behind the i-th lead word (a cycle longer than Herd's and the peer's sequences)."""
+    return f"{LEADS[i % len(LEADS)]}: {text}"
 OTHERS_LIMIT = 0.1  # cores other processes may use during a sample before it is taken again
 
 
@@ -244,20 +256,25 @@ class Bench:
 
     # -- 2. aggregate throughput --------------------------------------------------------------
 
-    async def aggregate(self, rendered_story: str) -> list[Row]:
-        herd_body = {"model": DEMO_NAME, "prompt": STORY, "max_tokens": LOAD_TOKENS, "temperature": 0,
-                     "repeat_penalty": 1.0}
-        # The peer gets the prompt Herd renders from the same request: /v1/completions on
-        # Herd applies the model's chat template (as Ollama does), llama-cpp-python's does not.
-        peer_body = {**herd_body, "prompt": rendered_story}
-        tokens = self.raw.tokenize(rendered_story)
+    async def aggregate(self, stories: list[tuple[str, str]]) -> list[Row]:
+        """`stories`: (text, the prompt Herd renders from it), each text led by another word."""
+        herd_body = {"model": DEMO_NAME, "max_tokens": LOAD_TOKENS, "temperature": 0, "repeat_penalty": 1.0}
+        tokens = self.raw.tokenize(stories[0][1])
+        head = min(common_prefix(tokens, self.raw.tokenize(rendered)) for _, rendered in stories[1:])
+        self.note(f"row 2: prompts of {len(tokens)} tokens; the first {head} (the chat template's "
+                  f"head) are the same in every request: Herd and the peer may reuse them, raw decodes them")
         seconds = self.plan.load_seconds
+        sent = itertools.count()
 
         async def herd_request() -> int:
-            return await openai_completion(self.http, self.url, herd_body)
+            text, _ = stories[next(sent) % len(stories)]
+            return await openai_completion(self.http, self.url, {**herd_body, "prompt": text})
 
         async def peer_request() -> int:
-            return await openai_completion(self.http, self.peer_url, peer_body)
+            # The peer gets the prompt Herd renders from the same request: /v1/completions on
+            # Herd applies the model's chat template (as Ollama does), llama-cpp-python's does not.
+            _, rendered = stories[next(sent) % len(stories)]
+            return await openai_completion(self.http, self.peer_url, {**herd_body, "prompt": rendered})
 
         def raw_batches(n: int) -> list[BatchRun]:
             runs: list[BatchRun] = []
@@ -301,20 +318,24 @@ class Bench:
     # -- 3. time to first token ---------------------------------------------------------------
 
     async def first_token(self) -> Row:
-        body = {"model": DEMO_NAME, "prompt": TTFT_PROMPT, "raw": True,
-                "options": {"temperature": 0, "num_predict": 1}}
-        for _ in range(3):  # warm both paths
-            await ollama_first_token(self.http, self.url, body)
-            self.raw.first_token_ns(TTFT_PROMPT)
+        def body(prompt: str) -> dict[str, Any]:
+            return {"model": DEMO_NAME, "prompt": prompt, "raw": True, "options": {"temperature": 0, "num_predict": 1}}
+
+        for i in range(3):  # warm both paths
+            await ollama_first_token(self.http, self.url, body(led(i, TTFT_PROMPT)))
+            self.raw.first_token_ns(led(i, TTFT_PROMPT))
         samples: list[FirstToken] = []
         raw: list[float] = []
         usage = Usage()
         for i in range(self.plan.ttft_pairs):
+            prompt = led(i + 3, TTFT_PROMPT)  # the same prompt both sides, never one Herd has cells for
+            herd_side = partial(ollama_first_token, self.http, self.url, body(prompt))
+            raw_side = partial(self.raw.first_token_ns, prompt)
             for side in alternate(i, "herd", "raw"):
                 if side == "herd":
-                    samples.append(await self.sample(usage, lambda: ollama_first_token(self.http, self.url, body)))
+                    samples.append(await self.sample(usage, herd_side))
                 else:
-                    raw.append(await self.sample(usage, in_process(lambda: self.raw.first_token_ns(TTFT_PROMPT))) / 1e6)
+                    raw.append(await self.sample(usage, in_process(raw_side)) / 1e6)
         herd = [s.client_ns / 1e6 for s in samples]
         added = [h - r for h, r in zip(herd, raw, strict=True)]
         p50, p95 = percentile(added, 0.5), percentile(added, 0.95)
@@ -322,14 +343,15 @@ class Bench:
         outside = median((s.client_ns - s.total_ns) / 1e6 for s in samples)
         queue = median((s.total_ns - s.prompt_eval_ns) / 1e6 for s in samples)
         engine = median(s.prompt_eval_ns / 1e6 - r for s, r in zip(samples, raw, strict=True))
-        self.note(f"row 3: {len(self.raw.tokenize(TTFT_PROMPT))} prompt tokens, {len(added)} pairs; "
+        self.note(f"row 3: {len(self.raw.tokenize(led(0, TTFT_PROMPT)))} prompt tokens, {len(added)} pairs; "
                   f"added ms {fmt_list(sorted(added), 2)}")
         self.note(f"row 3: medians of the parts: client TTFT - server total_duration {outside:.2f} ms (HTTP both "
                   f"ways, client, gateway before admission); total_duration - prompt_eval_duration {queue:.2f} ms "
                   f"(Redis, worker, events back, final line); prompt_eval_duration - in-process TTFT "
                   f"{engine:.2f} ms (engine vs raw)")
         self.note(f"row 3: cores busy: {usage}")
-        return Row("3. time to first token (ms), 1-token generation of a 5-token prompt",
+        return Row(f"3. time to first token (ms), 1-token generation of a "
+                   f"{len(self.raw.tokenize(led(0, TTFT_PROMPT)))}-token prompt",
                    f"p50 {percentile(herd, 0.5):.2f}, p95 {percentile(herd, 0.95):.2f}",
                    f"p50 {percentile(raw, 0.5):.2f}, p95 {percentile(raw, 0.95):.2f}",
                    f"added: p50 {p50:+.2f} ms, p95 {p95:+.2f} ms", "p50 ≤ 1 ms", p50 <= 1.0)
@@ -337,6 +359,7 @@ class Bench:
     # -- 4. queue ---------------------------------------------------------------------------
 
     async def queue(self) -> Row:
+        # A one-token prompt: there is nothing to reuse (a prompt's last token is always decoded).
         body = {"model": DEMO_NAME, "prompt": QUEUE_PROMPT, "raw": True,
                 "options": {"temperature": 0, "num_predict": 1}}
         seconds = self.plan.queue_seconds
@@ -398,12 +421,13 @@ async def run_all(bench_args: tuple[Plan, Stack, RawModel, DirectEngine, CpuMete
                   retry_until: float) -> tuple[list[Row], list[str]]:
     plan, stack, raw, engine, meter, peer_url = bench_args
     story = await rendered_prompt(stack, STORY)
+    stories = [(led(i, STORY), await rendered_prompt(stack, led(i, STORY))) for i in range(len(LEADS))]
     async with client() as http:
         bench = Bench(plan, stack, raw, engine, http, meter, peer_url, retry_until)
         rows: list[Row] = []
         steps: list[tuple[str, Callable[[], Awaitable[Row | list[Row]]]]] = [
             ("1. single stream", lambda: bench.single_stream(story)),
-            ("2. aggregate throughput", lambda: bench.aggregate(story)),
+            ("2. aggregate throughput", lambda: bench.aggregate(stories)),
             ("3. time to first token", bench.first_token),
             ("4. queue", bench.queue),
         ]
