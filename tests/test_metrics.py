@@ -95,6 +95,10 @@ def test_request_token_and_job_counters_move_by_what_was_asked(herd2: Stack, mod
         sum(a["eval_count"] for a in answers) + usage["completion_tokens"]
     assert moved(before, after, "herd_prompt_tokens_total", model=model_name) == \
         sum(a["prompt_eval_count"] for a in answers) + usage["prompt_tokens"]
+    # "Say no." finds the template's head and "Say" in the cells "Say yes." left.
+    cached = moved(before, after, "herd_prompt_cached_tokens_total", model=model_name)
+    assert usage["prompt_tokens_details"]["cached_tokens"] < cached < \
+        moved(before, after, "herd_prompt_tokens_total", model=model_name)
     assert moved(before, after, "herd_jobs_rejected_total", reason="queue_full") == 0
 
 
