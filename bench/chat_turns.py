@@ -1,13 +1,14 @@
-"""What reusing a sequence's cells saves a chat's next turn (a diagnostic, not a row).
+"""What kept cells save a chat's next turn (a diagnostic, not a row).
 
     .venv/bin/python -m bench.chat_turns [--turns 6] [--answer-tokens 96]
 
-A conversation is played turn by turn on Herd's Engine in this process (warm: each turn's
-prompt starts with the previous turn's prompt and answer, still in the sequence's cells). Each
-turn's exact prompt is also run on a second engine right after an unrelated request took its
-only sequence (cold: the whole prompt is decoded, as before Herd kept cells). The sides
-alternate. Printed per turn: prompt tokens, tokens found in the cells, and the prompt's
-evaluation time (admission to the first token's logits) both ways.
+A conversation is played turn by turn on Herd's Engine in this process, three ways, in
+rotating order: `kept` (each turn's prompt starts with the previous turn's prompt and answer,
+still in the sequence's cells), `from RAM` (an unrelated request took the only sequence
+between turns; its cells were saved to host memory and are copied back, HERD_CACHE_RAM) and
+`decoded` (the same, with no host memory: the whole prompt is decoded, as Herd did before it
+kept cells). Printed per turn: prompt tokens, tokens found, and the prompt's evaluation time
+(admission to the first token's logits) each way.
 """
 
 from __future__ import annotations
@@ -55,30 +56,32 @@ def main() -> None:
     parser.add_argument("--answer-tokens", type=int, default=96)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    warm = Engine(str(demo_gguf()), n_parallel=1, ctx_per_seq=4096, n_threads=args.threads)
-    cold = Engine(str(demo_gguf()), n_parallel=1, ctx_per_seq=4096, n_threads=args.threads)
+    engines = {side: Engine(str(demo_gguf()), n_parallel=1, ctx_per_seq=4096, n_threads=args.threads,
+                            cache_ram_mib=0 if side == "decoded" else 1024)
+               for side in ("kept", "from RAM", "decoded")}
     messages = [("system", SYSTEM)]
-    print("| turn | prompt tokens | found in cells | prompt eval warm (ms) | cold (ms) | warm / cold |\n"
+    print("| turn | prompt tokens | found kept / from RAM | prompt eval kept (ms) | from RAM (ms) | decoded (ms) |\n"
           "|---|---|---|---|---|---|")
     try:
         for turn, question in enumerate(QUESTIONS[: args.turns], start=1):
             messages.append(("user", question))
             prompt = chatml(messages)
             finished: dict[str, Finished] = {}
-            for side in ("warm", "cold") if turn % 2 else ("cold", "warm"):
-                if side == "cold":
-                    run(cold, chatml([("user", "Say hi.")]), 1)  # takes the only sequence's cells
-                    _, finished["cold"] = run(cold, prompt, args.answer_tokens)
-                else:
-                    answer, finished["warm"] = run(warm, prompt, args.answer_tokens)
+            sides = list(engines)
+            for side in sides[turn % 3 :] + sides[: turn % 3]:
+                if side != "kept" and turn > 1:
+                    run(engines[side], chatml([("user", "Say hi.")]), 1)  # takes the only sequence's cells
+                text, finished[side] = run(engines[side], prompt, args.answer_tokens)
+                if side == "kept":
+                    answer = text
             messages.append(("assistant", answer))
-            w, c = finished["warm"], finished["cold"]
-            warm_ms, cold_ms = w.prompt_eval_duration_ns / 1e6, c.prompt_eval_duration_ns / 1e6
-            print(f"| {turn} | {w.prompt_eval_count} | {w.prompt_cached_count} | {warm_ms:.0f} | {cold_ms:.0f} | "
-                  f"{warm_ms / cold_ms:.2f} |")
+            ms = {side: f.prompt_eval_duration_ns / 1e6 for side, f in finished.items()}
+            print(f"| {turn} | {finished['kept'].prompt_eval_count} | {finished['kept'].prompt_cached_count} / "
+                  f"{finished['from RAM'].prompt_cached_count} | {ms['kept']:.0f} | {ms['from RAM']:.0f} | "
+                  f"{ms['decoded']:.0f} |")
     finally:
-        warm.close()
-        cold.close()
+        for engine in engines.values():
+            engine.close()
 
 
 if __name__ == "__main__":

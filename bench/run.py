@@ -63,7 +63,7 @@ from herd.demo import DEMO_NAME, demo_gguf
 from herd.processes import EmbeddedRedis, free_port
 from herd.store.store import ModelStore
 from tests.stack import Stack, running_stack
-from worker.engine import common_prefix
+from worker.token_prefix import common_prefix
 
 T = TypeVar("T")
 

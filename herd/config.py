@@ -18,6 +18,7 @@ from herd.durations import parse_duration
 
 DEFAULT_PORT = 11434
 DEFAULT_PREFILL_SLICE_MS = 250
+DEFAULT_CACHE_RAM_MIB = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,9 @@ SETTINGS: tuple[Setting, ...] = (
             "takes only as much of new requests' prompts as runs in about this long, so running streams do not "
             "stall behind a long prompt; 0: a step takes a whole batch of prompt (llama.cpp's way).",
             ollama_alias=False),
+    Setting("CACHE_RAM", str(DEFAULT_CACHE_RAM_MIB), "Host memory (MiB) each loaded model may fill with the cells of "
+            "conversations whose sequence went to another request, so their next turn does not decode its history "
+            "again (llama.cpp server's `--cache-ram`); 0: none.", ollama_alias=False),
     Setting("NUM_THREAD", "0", "Threads for decoding; 0: one per physical core this process may use, "
             "divided among the workers `herd serve` starts.", ollama_alias=False),
     Setting("FLASH_ATTENTION", "auto", "`1`/`0` forces flash attention on or off; `auto` lets llama.cpp "
@@ -115,6 +119,7 @@ class Config:
     keep_alive: float  # seconds; math.inf = forever
     context_length: int
     prefill_slice: float  # seconds
+    cache_ram: int  # MiB
     num_thread: int
     flash_attention: bool | None  # None = auto
     origins: tuple[str, ...]
@@ -152,6 +157,7 @@ class Config:
             keep_alive=keep_alive,
             context_length=max(64, _int(raw["CONTEXT_LENGTH"], "4096")),
             prefill_slice=max(0.0, _duration_or_default(raw["PREFILL_SLICE"], f"{DEFAULT_PREFILL_SLICE_MS}ms")),
+            cache_ram=max(0, _int(raw["CACHE_RAM"], str(DEFAULT_CACHE_RAM_MIB))),
             num_thread=max(0, _int(raw["NUM_THREAD"], "0")),
             flash_attention=None if flash in {"", "auto"} else _truthy(flash),
             origins=tuple(o.strip() for o in raw["ORIGINS"].split(",") if o.strip()),
@@ -180,6 +186,7 @@ class Config:
             "HERD_KEEP_ALIVE": duration(self.keep_alive),
             "HERD_CONTEXT_LENGTH": str(self.context_length),
             "HERD_PREFILL_SLICE": duration(self.prefill_slice),
+            "HERD_CACHE_RAM": str(self.cache_ram),
             "HERD_NUM_THREAD": str(self.num_thread),
             "HERD_FLASH_ATTENTION": "auto" if self.flash_attention is None else str(int(self.flash_attention)),
             "HERD_ORIGINS": ",".join(self.origins),

@@ -4,15 +4,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from herd.protocol import SamplingOptions
 
 pytest.importorskip("llama_cpp")
 
+from tests.stack import running_stack
 from tests.test_engine import chat, smollm2_path
-from worker.engine import Engine, Finished, TextOut, common_prefix
+from worker.engine import Engine, Finished, TextOut
+from worker.saved_prompts import SavedPrompts
+from worker.token_prefix import common_prefix
 
 GREEDY = SamplingOptions(temperature=0.0, num_predict=24)
 SYSTEM = "<|im_start|>system\nYou are a helpful assistant who answers briefly and plainly.<|im_end|>\n"
@@ -87,3 +93,65 @@ def test_common_prefix_counts_shared_leading_tokens() -> None:
     assert common_prefix(tokens, tokens) == 1000
     assert common_prefix([], tokens) == 0
     assert common_prefix([7], [8]) == 0
+
+
+# -- cells saved to host memory when their sequence goes to another request ------------------
+
+LONG_CHAT = SYSTEM + chat(" ".join(f"Note {i}: buy item {i}." for i in range(30)) + " What is note 7?")
+
+
+@pytest.mark.parametrize("cache_ram_mib", [64, 0])
+def test_a_conversation_pushed_out_of_its_sequence_comes_back_from_host_memory(cache_ram_mib: int) -> None:
+    with Engine(smollm2_path(), n_parallel=1, ctx_per_seq=512, n_threads=2, cache_ram_mib=cache_ram_mib) as eng:
+        text, first = answer(eng, LONG_CHAT)
+        answer(eng, chat("Count to five."))  # takes the only sequence
+        follow_up = LONG_CHAT + text + "<|im_end|>\n" + chat("And note 8?")
+        _, second = answer(eng, follow_up)
+    if cache_ram_mib:
+        assert second.prompt_cached_count >= first.prompt_eval_count  # copied back, then only what is new
+    else:
+        assert second.prompt_cached_count < 10  # at most the chat template's first tokens
+
+
+def test_a_restored_prompt_answers_as_it_did() -> None:
+    with Engine(smollm2_path(), n_parallel=1, ctx_per_seq=512, n_threads=2, cache_ram_mib=64) as eng:
+        text, _ = answer(eng, LONG_CHAT)
+        answer(eng, chat("Count to five."))
+        again, finished = answer(eng, LONG_CHAT)
+    assert finished.prompt_cached_count == finished.prompt_eval_count - 1
+    assert again == text
+
+
+def test_saved_prompts_keep_the_newest_within_the_budget_and_drop_what_a_later_turn_extends() -> None:
+    saved = SavedPrompts(budget_bytes=300)
+    turn1 = list(range(100))
+    saved.put(turn1, "state-1", 100)
+    saved.put([*turn1, *range(500, 580)], "state-2", 120)  # the same chat, one turn on: turn 1 goes
+    assert len(saved) == 1 and saved.bytes == 120
+    other = list(range(1000, 1100))
+    saved.put(other, "state-3", 100)
+    saved.put(list(range(2000, 2100)), "state-4", 100)  # past the budget: the oldest goes
+    assert saved.bytes == 200
+    assert saved.best([*turn1, 7]) == (-1, 0)  # the chat was the oldest
+    key, shared = saved.best([*other, 5, 6])
+    assert shared == 100 and saved.take(key).state == "state-3"
+    assert saved.best(other) == (-1, 0)  # taken: its cells went back into a sequence
+    assert not saved.wants(list(range(10)), 10)  # too few tokens to be worth keeping
+    assert not saved.wants(turn1, 301)  # larger than the whole budget
+
+
+def test_through_the_stack_a_pushed_out_chat_reports_its_restored_tokens(tmp_path: Path, model_name: str) -> None:
+    """HERD_CACHE_RAM reaches the worker; judged by the openai SDK's usage."""
+    with running_stack(tmp_path, num_parallel=1) as stack:
+        client = openai.OpenAI(base_url=stack.base_url + "/v1", api_key="unused", _strict_response_validation=True,
+                               max_retries=0)
+        notes = " ".join(f"Note {i}: buy item {i}." for i in range(30))
+        messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": notes + " What is note 7?"}]
+        first = client.chat.completions.create(model=model_name, messages=messages, temperature=0, max_tokens=16)
+        client.chat.completions.create(model=model_name, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+        messages += [{"role": "assistant", "content": first.choices[0].message.content or ""},
+                     {"role": "user", "content": "And note 8?"}]
+        second = client.chat.completions.create(model=model_name, messages=messages, temperature=0, max_tokens=16)
+    assert first.usage is not None and second.usage is not None and second.usage.prompt_tokens_details is not None
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert cached is not None and first.usage.prompt_tokens <= cached < second.usage.prompt_tokens

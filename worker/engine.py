@@ -22,14 +22,16 @@ from typing import Any, Literal
 
 import msgspec
 
-from herd.config import DEFAULT_PREFILL_SLICE_MS
+from herd.config import DEFAULT_CACHE_RAM_MIB, DEFAULT_PREFILL_SLICE_MS
 from herd.protocol import OutputFormat, SamplingOptions, TokenLogprob
 from worker.grammar import GrammarError, gbnf
 from worker.llama_model import LoadedWeights, context_params, lib
 from worker.logprobs import MAX_TOP, logprob_entry
 from worker.prefill_pacer import MIN_CHUNK, PrefillPacer
 from worker.sampling import GrammarDeadEnd, GrammarRejected, SequenceSampler
+from worker.saved_prompts import SavedPrompts
 from worker.text_stream import TextStream
+from worker.token_prefix import common_prefix
 
 TOO_LONG = "the input length exceeds the context length"
 EMPTY = "the input is empty after tokenization"
@@ -161,6 +163,7 @@ class Engine:
         flash_attention: bool | None = None,
         adapters: Sequence[str] = (),  # LoRA GGUF paths, applied at scale 1
         prefill_slice_ms: float = DEFAULT_PREFILL_SLICE_MS,  # 0: prompts fill the batch (llama.cpp's way)
+        cache_ram_mib: int = DEFAULT_CACHE_RAM_MIB,  # host memory for cells sequences gave up; 0: none
     ) -> None:
         if n_parallel < 1 or ctx_per_seq < 1 or n_batch < 1:
             raise ValueError("n_parallel, ctx_per_seq and n_batch must be positive")
@@ -205,6 +208,7 @@ class Engine:
         self._cached: list[list[int]] = [[] for _ in range(n_parallel)]
         self._last_used: list[int] = [0] * n_parallel
         self._uses = 0
+        self._saved = SavedPrompts(cache_ram_mib * 2**20)
         self._by_id: dict[str, _Seq] = {}
         self._pending: list[EngineEvent] = []  # events raised by add(), returned by step()
         self._pacer = PrefillPacer(prefill_slice_ms)
@@ -303,19 +307,51 @@ class Engine:
     def _take_slot(self, tokens: list[int]) -> tuple[int, int]:
         """A free sequence for `tokens` and how many of its cells they reuse: the one holding
         the longest prefix of them when that is a tenth of the prompt or more (llama.cpp's
-        server rule), else the least recently used. The prompt's last token is always
-        decoded again: its logits give the first answer token."""
+        server rule), else the least recently used, after its cells are saved to host memory
+        if worth it. A saved prompt sharing more than any sequence is copied back in first.
+        The prompt's last token is always decoded again: its logits give the first answer token."""
         prefixes = {sid: common_prefix(self._cached[sid], tokens) for sid in self._free}
-        best = max(self._free, key=lambda sid: prefixes[sid])
-        if prefixes[best] * 10 < len(tokens):
-            best = min(self._free, key=lambda sid: self._last_used[sid])
-        reused = min(prefixes[best], len(tokens) - 1)
-        if not lib.llama_memory_seq_rm(self._mem, best, reused, -1):  # recurrent models cannot cut
-            lib.llama_memory_seq_rm(self._mem, best, -1, -1)
+        sid = max(self._free, key=lambda s: prefixes[s])
+        if prefixes[sid] * 10 < len(tokens):
+            sid = min(self._free, key=lambda s: self._last_used[s])
+        shared = prefixes[sid]
+        key, saved_shared = self._saved.best(tokens)
+        if saved_shared > shared and saved_shared * 10 >= len(tokens):
+            sid = min(self._free, key=lambda s: self._last_used[s])
+            self._save(sid)
+            shared = self._restore(sid, key, tokens)
+        elif len(self._cached[sid]) - shared >= len(self._cached[sid]) // 2:  # most of its cells would go
+            self._save(sid)
+        reused = min(shared, len(tokens) - 1)
+        if not lib.llama_memory_seq_rm(self._mem, sid, reused, -1):  # recurrent models cannot cut
+            lib.llama_memory_seq_rm(self._mem, sid, -1, -1)
             reused = 0
-        self._cached[best] = []
-        self._free.remove(best)
-        return best, reused
+        self._cached[sid] = []
+        self._free.remove(sid)
+        return sid, reused
+
+    def _save(self, sid: int) -> None:
+        """Copy a free sequence's cells to host memory, if there are enough to be worth it."""
+        tokens = self._cached[sid]
+        if not tokens or self._saved.budget_bytes <= 0:
+            return
+        size = lib.llama_state_seq_get_size(self._ctx, sid)
+        if not self._saved.wants(tokens, size):
+            return
+        state = (ctypes.c_ubyte * size)()
+        if lib.llama_state_seq_get_data(self._ctx, state, size, sid) == size:
+            self._saved.put(tokens, state, size)
+
+    def _restore(self, sid: int, key: int, tokens: list[int]) -> int:
+        """Put a saved prompt's cells into a free sequence; the prefix of `tokens` they now hold."""
+        saved = self._saved.take(key)
+        lib.llama_memory_seq_rm(self._mem, sid, -1, -1)
+        if lib.llama_state_seq_set_data(self._ctx, saved.state, saved.size, sid) != saved.size:
+            lib.llama_memory_seq_rm(self._mem, sid, -1, -1)
+            self._cached[sid] = []
+            return 0
+        self._cached[sid] = saved.tokens
+        return common_prefix(saved.tokens, tokens)
 
     def _release(self, seq: _Seq, *, keep_cells: bool = True) -> None:
         """Free the sequence; its cells stay for a request with the same start unless they no
@@ -501,6 +537,8 @@ class Engine:
             seq.sampler.free()
         self._by_id = {}
         self._pending = []
+        if hasattr(self, "_saved"):
+            self._saved.clear()
         if self._batch is not None:
             lib.llama_batch_free(self._batch)
             self._batch = None
@@ -514,16 +552,6 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """How many leading tokens two lists share (whole slices compared at C speed first)."""
-    n, i, step = min(len(a), len(b)), 0, 256
-    while i + step <= n and a[i : i + step] == b[i : i + step]:
-        i += step
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def kept_cells(num_keep: int, n_prompt: int, add_bos: bool, limit: int) -> int:

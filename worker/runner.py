@@ -282,6 +282,7 @@ class Worker:
             n_threads=self.threads,
             flash_attention=self.config.flash_attention,
             prefill_slice_ms=self.config.prefill_slice * 1000,
+            cache_ram_mib=self.config.cache_ram,
         )
 
     def _open_embedder(self, engine: Engine) -> Embedder:
