@@ -15,8 +15,8 @@ from herd.protocol import SamplingOptions
 pytest.importorskip("llama_cpp")
 
 from tests.stack import running_stack
-from tests.test_engine import chat, smollm2_path
-from worker.engine import Engine, Finished, TextOut
+from tests.test_engine import chat, finished, run, smollm2_path
+from worker.engine import Engine, Finished
 from worker.saved_prompts import SavedPrompts
 from worker.token_prefix import common_prefix
 
@@ -33,16 +33,8 @@ def engine() -> Iterator[Engine]:
 
 
 def answer(engine: Engine, prompt: str, options: SamplingOptions = GREEDY) -> tuple[str, Finished]:
-    engine.add("r", prompt, options)
-    parts: list[str] = []
-    while True:
-        for event in engine.step():
-            if isinstance(event, TextOut):
-                parts.append(event.text)
-            elif isinstance(event, Finished):
-                return "".join(parts), event
-            else:
-                raise AssertionError(event)
+    out = run(engine, {"r": (prompt, options)})["r"]
+    return out.text, finished(out)
 
 
 def test_a_chats_next_turn_decodes_only_what_is_new(engine: Engine) -> None:
