@@ -150,13 +150,17 @@ class _ClusterCollector(Collector):
                                  labels=["worker", "host", "model"])
         slots = GaugeMetricFamily("herd_worker_parallel_slots", "Sequences a worker's loaded model can decode at "
                                   "once (HERD_NUM_PARALLEL).", labels=["worker", "host", "model"])
+        saved = GaugeMetricFamily("herd_worker_saved_prompt_bytes", "Host memory a worker's loaded model fills with "
+                                  "cells saved from its sequences (HERD_CACHE_RAM caps it).",
+                                  labels=["worker", "host", "model"])
         for state in workers:
             loaded.add_metric([state.id, state.host], len(state.loaded))
             max_loaded.add_metric([state.id, state.host], state.max_loaded_models)
             for model in state.loaded:
                 busy.add_metric([state.id, state.host, model.model], model.busy)
                 slots.add_metric([state.id, state.host, model.model], model.parallel)
-        yield from (loaded, max_loaded, busy, slots)
+                saved.add_metric([state.id, state.host, model.model], model.saved_prompt_bytes)
+        yield from (loaded, max_loaded, busy, slots, saved)
 
 
 _CLUSTER = _ClusterCollector()

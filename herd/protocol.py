@@ -249,6 +249,7 @@ class LoadedModel(msgspec.Struct, kw_only=True):
     parallel: int
     busy: int  # sequences running now
     expires_at: float | None  # unix seconds; None: never
+    saved_prompt_bytes: int = 0  # host memory holding cells saved from its sequences
 
 
 class WorkerState(msgspec.Struct, kw_only=True):

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
@@ -16,6 +17,7 @@ pytest.importorskip("llama_cpp")
 
 from tests.stack import running_stack
 from tests.test_engine import chat, finished, run, smollm2_path
+from tests.test_metrics import scrape
 from worker.engine import Engine, Finished
 from worker.saved_prompts import SavedPrompts
 from worker.token_prefix import common_prefix
@@ -132,6 +134,16 @@ def test_saved_prompts_keep_the_newest_within_the_budget_and_drop_what_a_later_t
     assert not saved.wants(turn1, 301)  # larger than the whole budget
 
 
+def saved_bytes_reported(base_url: str, wanted: Callable[[float], bool], timeout: float = 10) -> bool:
+    """Whether /metrics shows the saved-prompt gauge as wanted within `timeout` (heartbeats: 1 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if wanted(sum(v for (name, _), v in scrape(base_url).items() if name == "herd_worker_saved_prompt_bytes")):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def test_through_the_stack_a_pushed_out_chat_reports_its_restored_tokens(tmp_path: Path, model_name: str) -> None:
     """HERD_CACHE_RAM reaches the worker; judged by the openai SDK's usage."""
     with running_stack(tmp_path, num_parallel=1) as stack:
@@ -141,9 +153,11 @@ def test_through_the_stack_a_pushed_out_chat_reports_its_restored_tokens(tmp_pat
         messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": notes + " What is note 7?"}]
         first = client.chat.completions.create(model=model_name, messages=messages, temperature=0, max_tokens=16)
         client.chat.completions.create(model=model_name, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+        assert saved_bytes_reported(stack.base_url, lambda n: n > 0)  # the conversation's cells, in host memory
         messages += [{"role": "assistant", "content": first.choices[0].message.content or ""},
                      {"role": "user", "content": "And note 8?"}]
         second = client.chat.completions.create(model=model_name, messages=messages, temperature=0, max_tokens=16)
+        assert saved_bytes_reported(stack.base_url, lambda n: n == 0)  # copied back into the sequence
     assert first.usage is not None and second.usage is not None and second.usage.prompt_tokens_details is not None
     cached = second.usage.prompt_tokens_details.cached_tokens
     assert cached is not None and first.usage.prompt_tokens <= cached < second.usage.prompt_tokens

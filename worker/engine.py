@@ -232,6 +232,11 @@ class Engine:
         return self._weights.size_bytes
 
     @property
+    def saved_prompt_bytes(self) -> int:
+        """Host memory holding cells saved from sequences (read from any thread: one int)."""
+        return self._saved.bytes
+
+    @property
     def free_slots(self) -> int:
         return len(self._free)
 

@@ -67,4 +67,5 @@ class HostedModel:
             parallel=self.parallel,
             busy=len(self.running),
             expires_at=self.expires_at(),
+            saved_prompt_bytes=self.thread.engine.saved_prompt_bytes,
         )
