@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import functools
 import itertools
 import os
 import platform
@@ -63,6 +64,7 @@ from herd.demo import DEMO_NAME, demo_gguf
 from herd.processes import EmbeddedRedis, free_port
 from herd.store.store import ModelStore
 from tests.stack import Stack, running_stack
+from worker.llama_model import LoadedWeights
 from worker.token_prefix import common_prefix
 
 T = TypeVar("T")
@@ -77,16 +79,33 @@ CLIENT_COUNTS = (1, 2, 4, 8)  # row 2
 TTFT_PROMPT = "The capital of France is"  # row 3 (raw mode: no template)
 QUEUE_PROMPT = "Hi"  # row 4 (raw mode)
 QUEUE_CLIENTS = 32  # row 4
-# Herd's workers (and the peer) reuse cells left by a request that started the same way; the
-# raw loop and the in-process sides decode every prompt whole. So that rows 2 and 3 compare the
-# same work, each request starts with a word none of the last dozen requests started with.
-LEADS = ("Amber", "Basil", "Cedar", "Dune", "Ember", "Fjord", "Grove", "Harbor", "Iris", "Jade", "Kelp",
-         "Lotus", "Maple", "Nectar", "Opal", "Pebble", "Quartz", "Raven", "Sage", "Tulip")
+STORY_VARIANTS = 400  # row 2: more than its requests, so none repeats
+# Herd's workers (and the peer) reuse cells left by a request that started the same way (Herd
+# also from host memory); the raw loop and the in-process sides decode every prompt whole. So
+# that rows 2 and 3 compare the same work, each request starts with its own word, one that is a
+# token of its own: two such prompts share no leading token (a templated one, only the head).
+
+
+@functools.cache
+def lead_words() -> list[str]:
+    """Capitalized words of the demo model's vocabulary that tokenize to their own first token."""
+    weights = LoadedWeights(str(demo_gguf()), vocab_only=True)
+    try:
+        words: list[str] = []
+        for token in range(weights.n_vocab):
+            word = weights.token_piece(token).decode("utf-8", "replace")
+            if (len(word) >= 4 and word.isascii() and word.isalpha() and word.istitle()
+                    and weights.tokenize(word + ": x", add_special=False)[0] == token):
+                words.append(word)
+        return words
+    finally:
+        weights.free()
 
 
 def led(i: int, text: str) -> str:
-    """`text` behind the i-th lead word (a cycle longer than Herd's and the peer's sequences)."""
-    return f"{LEADS[i % len(LEADS)]}: {text}"
+    """`text` behind the i-th lead word: no two requests of a run share one."""
+    words = lead_words()
+    return f"{words[i % len(words)]}: {text}"
 OTHERS_LIMIT = 0.1  # cores other processes may use during a sample before it is taken again
 
 
@@ -260,7 +279,7 @@ class Bench:
         """`stories`: (text, the prompt Herd renders from it), each text led by another word."""
         herd_body = {"model": DEMO_NAME, "max_tokens": LOAD_TOKENS, "temperature": 0, "repeat_penalty": 1.0}
         tokens = self.raw.tokenize(stories[0][1])
-        head = min(common_prefix(tokens, self.raw.tokenize(rendered)) for _, rendered in stories[1:])
+        head = min(common_prefix(tokens, self.raw.tokenize(rendered)) for _, rendered in stories[1:8])
         self.note(f"row 2: prompts of {len(tokens)} tokens; the first {head} (the chat template's "
                   f"head) are the same in every request: Herd and the peer may reuse them, raw decodes them")
         seconds = self.plan.load_seconds
@@ -421,7 +440,7 @@ async def run_all(bench_args: tuple[Plan, Stack, RawModel, DirectEngine, CpuMete
                   retry_until: float) -> tuple[list[Row], list[str]]:
     plan, stack, raw, engine, meter, peer_url = bench_args
     story = await rendered_prompt(stack, STORY)
-    stories = [(led(i, STORY), await rendered_prompt(stack, led(i, STORY))) for i in range(len(LEADS))]
+    stories = [(led(i, STORY), await rendered_prompt(stack, led(i, STORY))) for i in range(STORY_VARIANTS)]
     async with client() as http:
         bench = Bench(plan, stack, raw, engine, http, meter, peer_url, retry_until)
         rows: list[Row] = []
