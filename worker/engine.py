@@ -7,6 +7,9 @@ generating sequence, then prompt chunks of sequences still in prefill), calls
 sampler chain. Sequences join and leave between steps. All methods must be called from
 one thread: llama.cpp contexts are not thread-safe, and nothing here takes a lock.
 
+While sequences generate, a step takes only a time slice of new prompts (`PrefillPacer`). A
+finished request's cells stay for the next request that starts the same way (`KeptCells`).
+
 A sequence's context is `limit` cells. As in Ollama, a prompt that does not fit is truncated
 (`truncate`) and a generation that fills it shifts (`shift`): both keep the first `num_keep`
 cells and drop what follows them, only ever in that sequence's own cells.
@@ -25,13 +28,12 @@ import msgspec
 from herd.config import DEFAULT_CACHE_RAM_MIB, DEFAULT_PREFILL_SLICE_MS
 from herd.protocol import OutputFormat, SamplingOptions, TokenLogprob
 from worker.grammar import GrammarError, gbnf
+from worker.kept_cells import KeptCells
 from worker.llama_model import LoadedWeights, context_params, lib
 from worker.logprobs import MAX_TOP, logprob_entry
 from worker.prefill_pacer import MIN_CHUNK, PrefillPacer
 from worker.sampling import GrammarDeadEnd, GrammarRejected, SequenceSampler
-from worker.saved_prompts import SavedPrompts
 from worker.text_stream import TextStream
-from worker.token_prefix import common_prefix
 
 TOO_LONG = "the input length exceeds the context length"
 EMPTY = "the input is empty after tokenization"
@@ -203,12 +205,9 @@ class Engine:
         self._seq_rows: list[Any] = [b.seq_id[i] for i in range(n)]
         self._slots: list[_Seq | None] = [None] * n_parallel
         self._free: list[int] = list(range(n_parallel))
-        # What each free sequence's cells still hold (token i in cell i), kept for the next
-        # request that starts with the same tokens: a chat's next turn, a shared system prompt.
-        self._cached: list[list[int]] = [[] for _ in range(n_parallel)]
-        self._last_used: list[int] = [0] * n_parallel
-        self._uses = 0
-        self._saved = SavedPrompts(cache_ram_mib * 2**20)
+        # Cells a finished request leaves, for the next that starts the same way (a chat's
+        # next turn, a shared system prompt); in host memory once their sequence is needed.
+        self._cells = KeptCells(self._ctx, self._mem, n_parallel, cache_ram_mib=cache_ram_mib)
         self._by_id: dict[str, _Seq] = {}
         self._pending: list[EngineEvent] = []  # events raised by add(), returned by step()
         self._pacer = PrefillPacer(prefill_slice_ms)
@@ -234,7 +233,7 @@ class Engine:
     @property
     def saved_prompt_bytes(self) -> int:
         """Host memory holding cells saved from sequences (read from any thread: one int)."""
-        return self._saved.bytes
+        return self._cells.saved_bytes
 
     @property
     def free_slots(self) -> int:
@@ -293,7 +292,8 @@ class Engine:
             self._pending.append(Failed(request_id, f"invalid format: {exc}", 400))
             return
         sampler.prime(tokens)
-        seq_id, reused = self._take_slot(tokens)
+        seq_id, reused = self._cells.take(self._free, tokens)
+        self._free.remove(seq_id)
         top = None if logprobs is None else max(0, min(logprobs, MAX_TOP))
         seq = _Seq(request_id, seq_id, tokens, options, sampler, limit, top, keep=keep,
                    shift=shift and self._can_shift)
@@ -309,66 +309,14 @@ class Engine:
         elif self._pending:
             self._pending = [e for e in self._pending if e.request_id != request_id]
 
-    def _take_slot(self, tokens: list[int]) -> tuple[int, int]:
-        """A free sequence for `tokens` and how many of its cells they reuse: the one holding
-        the longest prefix of them when that is a tenth of the prompt or more (llama.cpp's
-        server rule), else the least recently used, after its cells are saved to host memory
-        if worth it. A saved prompt sharing more than any sequence is copied back in first.
-        The prompt's last token is always decoded again: its logits give the first answer token."""
-        prefixes = {sid: common_prefix(self._cached[sid], tokens) for sid in self._free}
-        sid = max(self._free, key=lambda s: prefixes[s])
-        if prefixes[sid] * 10 < len(tokens):
-            sid = min(self._free, key=lambda s: self._last_used[s])
-        shared = prefixes[sid]
-        key, saved_shared = self._saved.best(tokens)
-        if saved_shared > shared and saved_shared * 10 >= len(tokens):
-            sid = min(self._free, key=lambda s: self._last_used[s])
-            self._save(sid)
-            shared = self._restore(sid, key, tokens)
-        elif len(self._cached[sid]) - shared >= len(self._cached[sid]) // 2:  # most of its cells would go
-            self._save(sid)
-        reused = min(shared, len(tokens) - 1)
-        if not lib.llama_memory_seq_rm(self._mem, sid, reused, -1):  # recurrent models cannot cut
-            lib.llama_memory_seq_rm(self._mem, sid, -1, -1)
-            reused = 0
-        self._cached[sid] = []
-        self._free.remove(sid)
-        return sid, reused
-
-    def _save(self, sid: int) -> None:
-        """Copy a free sequence's cells to host memory, if there are enough to be worth it."""
-        tokens = self._cached[sid]
-        if not tokens or self._saved.budget_bytes <= 0:
-            return
-        size = lib.llama_state_seq_get_size(self._ctx, sid)
-        if not self._saved.wants(tokens, size):
-            return
-        state = (ctypes.c_ubyte * size)()
-        if lib.llama_state_seq_get_data(self._ctx, state, size, sid) == size:
-            self._saved.put(tokens, state, size)
-
-    def _restore(self, sid: int, key: int, tokens: list[int]) -> int:
-        """Put a saved prompt's cells into a free sequence; the prefix of `tokens` they now hold."""
-        saved = self._saved.take(key)
-        lib.llama_memory_seq_rm(self._mem, sid, -1, -1)
-        if lib.llama_state_seq_set_data(self._ctx, saved.state, saved.size, sid) != saved.size:
-            lib.llama_memory_seq_rm(self._mem, sid, -1, -1)
-            self._cached[sid] = []
-            return 0
-        self._cached[sid] = saved.tokens
-        return common_prefix(saved.tokens, tokens)
-
     def _release(self, seq: _Seq, *, keep_cells: bool = True) -> None:
         """Free the sequence; its cells stay for a request with the same start unless they no
         longer hold its tokens in order (shifted) or a failed decode left them unknown."""
         sid = seq.seq_id
         if keep_cells and seq.cacheable:
-            self._cached[sid] = seq.prompt[: seq.fed] + seq.decoded
+            self._cells.keep(sid, seq.prompt[: seq.fed] + seq.decoded)
         else:
-            lib.llama_memory_seq_rm(self._mem, sid, -1, -1)
-            self._cached[sid] = []
-        self._uses += 1
-        self._last_used[sid] = self._uses
+            self._cells.drop(sid)
         seq.sampler.free()
         del self._by_id[seq.request_id]
         self._slots[sid] = None
@@ -542,8 +490,8 @@ class Engine:
             seq.sampler.free()
         self._by_id = {}
         self._pending = []
-        if hasattr(self, "_saved"):
-            self._saved.clear()
+        if hasattr(self, "_cells"):
+            self._cells.clear()
         if self._batch is not None:
             lib.llama_batch_free(self._batch)
             self._batch = None
