@@ -161,3 +161,26 @@ def test_through_the_stack_a_pushed_out_chat_reports_its_restored_tokens(tmp_pat
     assert first.usage is not None and second.usage is not None and second.usage.prompt_tokens_details is not None
     cached = second.usage.prompt_tokens_details.cached_tokens
     assert cached is not None and first.usage.prompt_tokens <= cached < second.usage.prompt_tokens
+
+
+def test_interleaved_conversations_on_two_sequences_all_finish_and_mostly_reuse() -> None:
+    """Three chats take turns, two at a time, on two sequences: cells are kept, saved, copied
+    back and cut all the while. Bookkeeping that drifted from the real cells would show as a
+    failed decode (positions out of order) or a turn that finds nothing."""
+    topics = ["rivers", "mountains", "deserts"]
+    chats = {t: SYSTEM + " ".join(f"Fact {i} about {t}: it is notable." for i in range(12)) for t in topics}
+    cached_later_turns: list[int] = []
+    with Engine(smollm2_path(), n_parallel=2, ctx_per_seq=1024, n_threads=2, cache_ram_mib=64) as eng:
+        for turn in range(3):
+            for pair in (topics[:2], topics[1:], topics[::2]):
+                requests = {t: (chats[t] + chat(f"Question {turn} about {t}?"), GREEDY) for t in pair}
+                outcomes = run(eng, requests)
+                for t in pair:
+                    done = finished(outcomes[t])
+                    if turn > 0:
+                        cached_later_turns.append(done.prompt_cached_count)
+                    chats[t] = requests[t][0] + outcomes[t].text + "<|im_end|>\n"
+        assert eng.free_slots == 2
+        assert eng.saved_prompt_bytes <= 64 * 2**20
+    # Every later turn starts with its chat so far: found in a sequence or copied back.
+    assert all(n > 100 for n in cached_later_turns), cached_later_turns
