@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -255,3 +256,27 @@ async def test_bearer_token_dance(token_registry: str) -> None:
         assert await client.get_manifest("v1") == b'{"schemaVersion":2}'
         await client.get_manifest("v1")  # the token is kept: no second round
     assert _TokenRegistry.scopes == ["/token?service=test&scope=repository%3Ateam%2Fm%3Apull"]
+
+
+PULL_IN_ANOTHER_PROCESS = """
+import asyncio, sys
+from herd.registry import pull_model
+from herd.store.store import ModelStore
+asyncio.run(pull_model(ModelStore(sys.argv[1]), sys.argv[2], emit=lambda _: None, insecure=True))
+"""
+
+
+async def test_two_processes_pulling_into_one_store_both_succeed(source: ModelStore, pushed: str,
+                                                                 tmp_path: Path) -> None:
+    """Gateways on several hosts may share one store (NFS): a pull waits for another process's
+    download of the same blob, then finds it in place."""
+    await push_model(source, pushed, emit=Statuses(), insecure=True)  # no-op when pushed already
+    store = tmp_path / "shared"
+    pulls = [await asyncio.create_subprocess_exec(sys.executable, "-c", PULL_IN_ANOTHER_PROCESS, str(store), pushed,
+                                                  stderr=asyncio.subprocess.PIPE) for _ in range(2)]
+    results = [(await p.wait(), (await p.stderr.read()).decode()[-600:]) for p in pulls if p.stderr]
+    assert [code for code, _ in results] == [0, 0], results
+    copy = ModelStore(store).get(pushed)
+    assert copy is not None and ModelStore(store).verify_blob(f"sha256:{copy.weights_digest}")
+    assert _partials(ModelStore(store)) == []
+    assert not list(ModelStore(store).blobs_dir.glob(".*"))  # the lock files went with the pull

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import weakref
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
 import msgspec
 
@@ -25,20 +28,48 @@ from herd.store.manifest import Layer, Manifest
 from herd.store.names import InvalidDigest, ModelName, parse_digest, parse_name
 from herd.store.store import ModelStore
 
-# One download of a digest at a time in this process: a second pull of a shared layer waits,
-# then finds it in the store.
+# One download of a digest at a time: a second pull of a shared layer waits, then finds it in
+# the store. In this process an asyncio lock; across processes (gateways on several hosts may
+# share a store over NFS, a CLI may pull beside a server) a POSIX lock on a file beside the blob.
 _blob_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+_LOCK_POLL_S = 0.1
 
 
 @contextlib.asynccontextmanager
-async def _holding(digests: Iterable[str]) -> AsyncIterator[None]:
+async def _locked_file(path: Path) -> AsyncIterator[None]:
+    """An exclusive `lockf` lock on `path`, polled so the event loop never blocks on it; closing
+    the file releases it (and so does the process's death)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:  # EAGAIN/EACCES: another process holds it
+                await asyncio.sleep(_LOCK_POLL_S)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def _holding(store: ModelStore, digests: Iterable[str]) -> AsyncIterator[None]:
+    lock_files: list[Path] = []
     async with contextlib.AsyncExitStack() as stack:
         for digest in sorted(set(digests)):  # one order for everyone: no deadlock
             lock = _blob_locks.get(digest)
             if lock is None:
                 lock = _blob_locks[digest] = asyncio.Lock()
             await stack.enter_async_context(lock)
+            lock_file = store.blobs_dir / f".herd-pull-{digest.replace(':', '-')}"  # hidden: the store lists none
+            await stack.enter_async_context(_locked_file(lock_file))
+            lock_files.append(lock_file)
         yield
+        # The blobs are in place: whoever waits on (or later makes) a lock file finds them there,
+        # so the files can go. After a failure they stay, and the next pull takes turns again.
+        for path in lock_files:
+            path.unlink(missing_ok=True)
 
 
 def blobs_of(raw: bytes) -> list[Layer]:
@@ -75,7 +106,7 @@ async def pull_model(store: ModelStore, name: str | ModelName, *, emit: Emit, in
         except RegistryError as exc:
             raise RegistryError(f"pull model manifest: {exc}", status=exc.status) from exc
         layers = blobs_of(raw)
-        async with _holding(layer.digest for layer in layers):
+        async with _holding(store, (layer.digest for layer in layers)):
             await _fetch_blobs(store, client, layers, emit)
             emit(Progress("writing manifest"))
             written, removed = await asyncio.to_thread(store.write_manifest, target, raw, prune=prune)
