@@ -59,7 +59,9 @@ def test_sse_stream_is_framed_and_ends_with_done(http: httpx.Client, model_name:
     assert events[-1] == "data: [DONE]"
     chunks = [json.loads(event[len("data: "):]) for event in events[:-1]]
     assert len({chunk["id"] for chunk in chunks}) == 1
-    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    # Sampled at /v1's default temperature, "Hi" may be answered within 6 tokens ("stop") or not.
+    reasons = [chunk["choices"][0]["finish_reason"] for chunk in chunks]
+    assert reasons[-1] in {"stop", "length"} and all(r is None for r in reasons[:-1])
 
 
 @pytest.mark.parametrize("path", ["/api/chat", "/api/generate"])
