@@ -5,8 +5,13 @@ in cell i). A new request takes the free sequence holding the longest prefix of 
 when that is a tenth of the prompt or more (llama.cpp's server rule), else the least recently
 used one; cells past the shared part are dropped. Cells about to be mostly overwritten are
 first saved to host memory (`SavedPrompts`), and a saved prompt sharing more than any
-sequence is copied back in. The prompt's last token is always decoded again: its logits give
-the first answer token. Called on the engine's thread only, like the engine itself.
+sequence is copied back in. Called on the engine's thread only, like the engine itself.
+
+The end of a prompt is always decoded again: its last token's logits give the first answer
+token, and a prompt of MIN_CHUNK tokens or more keeps its last MIN_CHUNK to decode, so that
+last token goes through the same flash-attention kernel as in a prompt decoded whole (the
+tiled one, for 64+ rows). Reusing all but the last token sent it through the per-row kernel,
+which rounds differently: a repeated greedy request then answered differently 7 times in 10.
 """
 
 from __future__ import annotations
@@ -15,8 +20,14 @@ import ctypes
 from typing import Any
 
 from worker.llama_model import lib
+from worker.prefill_pacer import MIN_CHUNK
 from worker.saved_prompts import SavedPrompts
 from worker.token_prefix import common_prefix
+
+
+def reusable(n_prompt: int) -> int:
+    """The most cells a prompt of `n_prompt` tokens may take from earlier requests."""
+    return n_prompt - MIN_CHUNK if n_prompt >= MIN_CHUNK else n_prompt - 1
 
 
 class KeptCells:
@@ -46,7 +57,7 @@ class KeptCells:
             shared = self._restore(sid, key, tokens)
         elif len(self._held[sid]) - shared >= len(self._held[sid]) // 2:  # most of its cells would go
             self._save(sid)
-        reused = min(shared, len(tokens) - 1)
+        reused = min(shared, reusable(len(tokens)))
         if not lib.llama_memory_seq_rm(self._mem, sid, reused, -1):  # recurrent models cannot cut
             lib.llama_memory_seq_rm(self._mem, sid, -1, -1)
             reused = 0
