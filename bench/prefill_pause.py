@@ -16,25 +16,28 @@ import argparse
 import statistics
 import time
 
-from bench.run import alternate, percentile
+from bench.run import alternate, led, percentile
 from herd.config import DEFAULT_PREFILL_SLICE_MS
 from herd.demo import demo_gguf
 from herd.protocol import SamplingOptions
 from worker.engine import Engine, Failed, Finished, TextOut
 
-LONG_PROMPT = " ".join(f"item {i} is a box of apples;" for i in range(220))  # raw: 2 310 tokens
+# Raw, about 2 310 tokens; each round's is led by its own word (bench.run.led), since an engine
+# keeps a prompt's cells and would not feed the same prompt again.
+LONG_PROMPT = " ".join(f"item {i} is a box of apples;" for i in range(220))
 STREAM_PROMPT = "1, 2, 3, 4, 5, 6,"  # greedy counting never ends early
 
 
-def scene(engine: Engine, streams: int) -> tuple[list[float], float]:
-    """(gaps in ms between the running streams' tokens while the long prompt is fed, its TTFT in s)."""
+def scene(engine: Engine, streams: int, long_prompt: str) -> tuple[list[float], float]:
+    """(gaps in ms between the running streams' tokens while the long prompt is fed, its TTFT in s).
+    `long_prompt` must be new to the engine: one it has cells for would not be fed again."""
     greedy = SamplingOptions(temperature=0.0, num_predict=4000)
     for i in range(streams):
         engine.add(f"stream-{i}", STREAM_PROMPT, greedy)
     for _ in range(10):  # all streams generating
         engine.step()
     admitted = time.perf_counter()
-    engine.add("long", LONG_PROMPT, SamplingOptions(temperature=0.0, num_predict=1))
+    engine.add("long", long_prompt, SamplingOptions(temperature=0.0, num_predict=1))
     last = {f"stream-{i}": admitted for i in range(streams)}  # a stall counts from the prompt's arrival
     gaps: list[float] = []
     while True:
@@ -69,11 +72,11 @@ def main() -> None:
     gaps: dict[str, list[float]] = {name: [] for name in sides}
     tokens: dict[str, list[int]] = {name: [] for name in sides}
     ttft: dict[str, list[float]] = {name: [] for name in sides}
-    prompt_tokens = len(engines["sliced"].weights.tokenize(LONG_PROMPT))
+    prompt_tokens = len(engines["sliced"].weights.tokenize(led(0, LONG_PROMPT)))
     try:
         for i in range(args.rounds):
             for name in alternate(i, *sides):
-                round_gaps, round_ttft = scene(engines[name], args.streams)
+                round_gaps, round_ttft = scene(engines[name], args.streams, led(i, LONG_PROMPT))
                 gaps[name] += round_gaps
                 tokens[name].append(len(round_gaps))
                 ttft[name].append(round_ttft)
