@@ -80,6 +80,8 @@ TTFT_PROMPT = "The capital of France is"  # row 3 (raw mode: no template)
 QUEUE_PROMPT = "Hi"  # row 4 (raw mode)
 QUEUE_CLIENTS = 32  # row 4
 STORY_VARIANTS = 400  # row 2: more than its requests, so none repeats
+OTHERS_LIMIT = 0.1  # cores other processes may use during a sample before it is taken again
+
 # Herd's workers (and the peer) reuse cells left by a request that started the same way (Herd
 # also from host memory); the raw loop and the in-process sides decode every prompt whole. So
 # that rows 2 and 3 compare the same work, each request starts with its own word, one that is a
@@ -106,7 +108,6 @@ def led(i: int, text: str) -> str:
     """`text` behind the i-th lead word: no two requests of a run share one."""
     words = lead_words()
     return f"{words[i % len(words)]}: {text}"
-OTHERS_LIMIT = 0.1  # cores other processes may use during a sample before it is taken again
 
 
 @dataclass(frozen=True)
@@ -362,15 +363,15 @@ class Bench:
         outside = median((s.client_ns - s.total_ns) / 1e6 for s in samples)
         queue = median((s.total_ns - s.prompt_eval_ns) / 1e6 for s in samples)
         engine = median(s.prompt_eval_ns / 1e6 - r for s, r in zip(samples, raw, strict=True))
-        self.note(f"row 3: {len(self.raw.tokenize(led(0, TTFT_PROMPT)))} prompt tokens, {len(added)} pairs; "
+        n_prompt = len(self.raw.tokenize(led(0, TTFT_PROMPT)))
+        self.note(f"row 3: {n_prompt} prompt tokens, {len(added)} pairs; "
                   f"added ms {fmt_list(sorted(added), 2)}")
         self.note(f"row 3: medians of the parts: client TTFT - server total_duration {outside:.2f} ms (HTTP both "
                   f"ways, client, gateway before admission); total_duration - prompt_eval_duration {queue:.2f} ms "
                   f"(Redis, worker, events back, final line); prompt_eval_duration - in-process TTFT "
                   f"{engine:.2f} ms (engine vs raw)")
         self.note(f"row 3: cores busy: {usage}")
-        return Row(f"3. time to first token (ms), 1-token generation of a "
-                   f"{len(self.raw.tokenize(led(0, TTFT_PROMPT)))}-token prompt",
+        return Row(f"3. time to first token (ms), 1-token generation of a {n_prompt}-token prompt",
                    f"p50 {percentile(herd, 0.5):.2f}, p95 {percentile(herd, 0.95):.2f}",
                    f"p50 {percentile(raw, 0.5):.2f}, p95 {percentile(raw, 0.95):.2f}",
                    f"added: p50 {p50:+.2f} ms, p95 {p95:+.2f} ms", "p50 ≤ 1 ms", p50 <= 1.0)
