@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -80,15 +81,18 @@ def create_app(config: Config, redis_url: str) -> Litestar:
     transfers = registry_api.Transfers(catalog.store, prune=not config.noprune)
     client: aioredis.Redis = async_client(redis_url, max_connections=20_000)
     queue = JobQueue(client, max_queue=config.max_queue, load_timeout_s=config.load_timeout,
-                     queue_timeout_s=config.queue_timeout)
+                     queue_timeout_s=config.queue_timeout, max_jobs_per_client=config.max_jobs_per_client)
     fitter = ConversationFitter(config.context_length, TokenCounter() if TokenCounter.available() else None)
 
     @asynccontextmanager
     async def redis_lifespan(_: Litestar) -> AsyncIterator[None]:
+        vouching = asyncio.create_task(queue.keep_vouching()) if config.max_jobs_per_client else None
         try:
             await client.ping()
             yield
         finally:
+            if vouching:
+                vouching.cancel()
             await client.aclose()
 
     return Litestar(

@@ -133,7 +133,7 @@ async def _embed(request: Request[Any, Any, Any], catalog: Catalog, queue: JobQu
         created=time.time(),
     )
     try:
-        generation, first = await start(queue, job, request.receive)
+        generation, first = await start(queue, job, request)
     except ApiError as exc:
         if exc.status == 400:  # the worker refused an input: too long, empty, a bad token id
             exc.param = exc.param or "input"

@@ -57,6 +57,15 @@ def queue_full(retry_after_s: int = 1) -> ApiError:
     )
 
 
+def client_full(limit: int, retry_after_s: int = 1) -> ApiError:
+    return ApiError(
+        429,
+        f"too many requests: this client already has {limit} jobs queued or running "
+        "(HERD_MAX_JOBS_PER_CLIENT); retry once one has finished",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
 def is_openai_path(path: str) -> bool:
     return path.startswith("/v1/") or path == "/v1"
 

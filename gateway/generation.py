@@ -14,11 +14,13 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+from litestar import Request
 from litestar.types import Receive
 
 from gateway import metrics
-from gateway.errors import ApiError, queue_full
-from gateway.jobs import JobQueue, QueueFull
+from gateway.clients import client_of
+from gateway.errors import ApiError, client_full, queue_full
+from gateway.jobs import ClientFull, JobQueue, QueueFull
 from herd.protocol import Done, Embeddings, Error, Event, Job, Token, TokenLogprob
 
 T = TypeVar("T")
@@ -93,6 +95,7 @@ class Generation:
             self._attempt, self._restarted = event.attempt, True
         if not isinstance(event, Token):
             self._finished = True
+            await self.queue.finished(self.job.id)
             if isinstance(event, Done | Embeddings):
                 metrics.job_finished(self.job.model, event)
         return event
@@ -161,17 +164,20 @@ async def _shielded(action: Callable[[], Awaitable[Any]]) -> None:
 _background: set[asyncio.Task[Any]] = set()
 
 
-async def start(queue: JobQueue, job: Job, receive: Receive) -> tuple[Generation, Event]:
-    """Admit `job` and wait (watching the client) for its first event."""
+async def start(queue: JobQueue, job: Job, request: Request[Any, Any, Any]) -> tuple[Generation, Event]:
+    """Admit `job` for the client of `request` and wait (watching the client) for its first event."""
     try:
-        await queue.submit(job)
+        await queue.submit(job, client_of(request.scope))
     except QueueFull:
         metrics.job_rejected("queue_full")
         raise queue_full() from None
+    except ClientFull:
+        metrics.job_rejected("client_limit")
+        raise client_full(queue.max_jobs_per_client) from None
     metrics.job_admitted()
     generation = Generation(queue, job)
     try:
-        first = await generation.watch(receive, asyncio.wait_for(generation.first(), queue.queue_timeout_s))
+        first = await generation.watch(request.receive, asyncio.wait_for(generation.first(), queue.queue_timeout_s))
     except TimeoutError:
         metrics.job_rejected("queue_timeout")
         await generation.abandon()  # dropped, never run later for nobody

@@ -3,6 +3,8 @@ and read what the workers hold."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -13,18 +15,30 @@ from herd import protocol
 from herd.protocol import Control, Event, Job, LoadRequest, Token, WorkerState
 from herd.redis_client import RETRIED
 
-# One round trip admits a job. At most MAX_QUEUE jobs wait (across all models; entries older
-# than a stale bound are dropped first, so a crashed gateway cannot wedge the count). Then the
-# job is appended to its model's stream, and if no live worker holds the model, one load
-# request is posted (SET NX: fifty requests arriving together make one load).
+log = logging.getLogger(__name__)
+
+# One round trip admits a job. A client (KEYS[7]) with MAX_JOBS_PER_CLIENT (ARGV[8], 0: none) jobs
+# already queued or running gets 0 (429). At most MAX_QUEUE jobs wait (across all models; entries
+# older than a stale bound are dropped first, so a crashed gateway cannot wedge a count): past it,
+# nil (503). Then the job is appended to its model's stream, and if no live worker holds the
+# model, one load request is posted (SET NX: fifty requests arriving together make one load).
 _ADMIT = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local per_client = tonumber(ARGV[8])
+if per_client > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now_ms - tonumber(ARGV[6]))
+  if redis.call('ZCARD', KEYS[7]) >= per_client then return 0 end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now_ms - tonumber(ARGV[6]))
 if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[1]) then return false end
 local id = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
 redis.call('ZADD', KEYS[5], now_ms, ARGV[5])
 redis.call('SADD', KEYS[6], ARGV[7])
+if per_client > 0 then
+  redis.call('ZADD', KEYS[7], now_ms, ARGV[5])
+  redis.call('PEXPIRE', KEYS[7], ARGV[6])
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
 if redis.call('ZCARD', KEYS[2]) == 0 then
   if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then
@@ -32,6 +46,19 @@ if redis.call('ZCARD', KEYS[2]) == 0 then
   end
 end
 return id
+"""
+
+# The gateway following a client's jobs vouches for them now and then (KEYS: the clients' sets,
+# ARGV: the job ids, then the stale bound), so a job that runs long is not taken for one whose
+# gateway died; a job already released is not added back.
+_VOUCH = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, 'XX', now_ms, ARGV[i])
+  redis.call('PEXPIRE', key, ARGV[#ARGV])
+end
+return #KEYS
 """
 
 
@@ -50,22 +77,32 @@ class QueueFull(Exception):
     """MAX_QUEUE jobs already wait."""
 
 
+class ClientFull(Exception):
+    """The client already has MAX_JOBS_PER_CLIENT jobs queued or running."""
+
+
 def new_job_id() -> str:
     return secrets.token_hex(12)
 
 
 class JobQueue:
     def __init__(self, client: aioredis.Redis, *, max_queue: int, load_timeout_s: float,
-                 queue_timeout_s: float) -> None:
+                 queue_timeout_s: float, max_jobs_per_client: int = 0) -> None:
         self._redis = client
         self.max_queue = max_queue
         self.queue_timeout_s = queue_timeout_s
+        self.max_jobs_per_client = max_jobs_per_client
         self._load_timeout_ms = max(1000, int(load_timeout_s * 1000))
         self._stale_ms = int(max(queue_timeout_s, 60) * 2 * 1000)
         self._admit = client.register_script(_ADMIT)
+        self._vouch = client.register_script(_VOUCH)
+        self._clients: dict[str, str] = {}  # job id -> its client's set, for the jobs this gateway follows
 
-    async def submit(self, job: Job) -> None:
+    async def submit(self, job: Job, client: str | None = None) -> None:
+        """Queue `job`; with a per-client limit, `client` (a `gateway.clients.client_id`) is counted.
+        Raises ClientFull or QueueFull, having queued nothing."""
         load = LoadRequest.for_job(job)
+        client_key = protocol.client_jobs_key(client) if client and self.max_jobs_per_client else None
         entry_id = await self._admit(
             keys=[
                 protocol.jobs_key(job.digest),
@@ -74,12 +111,41 @@ class JobQueue:
                 protocol.LOADS_STREAM,
                 protocol.WAITING_SET,
                 protocol.MODELS_SET,
+                client_key or protocol.WAITING_SET,  # read only with a limit
             ],
             args=[self.max_queue, protocol.encode(job), protocol.encode(load), self._load_timeout_ms, job.id,
-                  self._stale_ms, job.digest],
+                  self._stale_ms, job.digest, self.max_jobs_per_client if client_key else 0],
         )
         if entry_id is None:
             raise QueueFull()
+        if entry_id == 0:
+            raise ClientFull()
+        if client_key:
+            self._clients[job.id] = client_key
+
+    async def finished(self, job_id: str) -> None:
+        """The job ended (its last event came): its client may queue another."""
+        client_key = self._clients.get(job_id)
+        if client_key:
+            await self._redis.zrem(client_key, job_id)
+            del self._clients[job_id]  # only now: if this is cancelled, `cancel` still releases it
+
+    async def vouch_for_clients_jobs(self) -> None:
+        """Mark every client job this gateway follows as still alive (see `keep_vouching`)."""
+        if self._clients:
+            job_ids = list(self._clients)
+            await self._vouch(keys=[self._clients[i] for i in job_ids], args=[*job_ids, self._stale_ms])
+
+    async def keep_vouching(self) -> None:
+        """Run for the gateway's life: a client's job is dropped from its count once nobody has
+        vouched for it within the stale bound (its gateway died), so live ones are vouched for
+        four times as often."""
+        while True:
+            await asyncio.sleep(self._stale_ms / 4000)
+            try:
+                await self.vouch_for_clients_jobs()
+            except RETRIED as exc:  # Redis away for now: the next round tries again
+                log.warning("could not vouch for clients' jobs: %s", exc)
 
     async def events(self, job_id: str, *, poll_ms: int = 1000) -> AsyncGenerator[Event, None]:
         """Every event of the job, in order, each once, ending after Done, Embeddings or Error.
@@ -129,9 +195,12 @@ class JobQueue:
 
     async def cancel(self, job_id: str) -> None:
         """The client went away or gave up: tell whichever worker has the job (or will claim it)."""
+        client_key = self._clients.pop(job_id, None)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(protocol.cancel_key(job_id), b"1", ex=protocol.CANCEL_TTL_S)
             pipe.zrem(protocol.WAITING_SET, job_id)
+            if client_key:
+                pipe.zrem(client_key, job_id)
             pipe.publish(protocol.CANCELS_CHANNEL, job_id)
             await pipe.execute()
 

@@ -57,9 +57,10 @@ PROMPT_CACHED_TOKENS = Counter("herd_prompt_cached_tokens", "Of the prompt token
                                "decoded in a sequence's cells (a chat's earlier turns, a shared system prompt).",
                                ["model"], registry=REGISTRY)
 JOBS_ADMITTED = Counter("herd_jobs_admitted", "Jobs this gateway put on the queue.", registry=REGISTRY)
-JOBS_REJECTED = Counter("herd_jobs_rejected", "Requests answered 503: `queue_full` (never queued) or "
-                        "`queue_timeout` (queued, then dropped).", ["reason"], registry=REGISTRY)
-for _reason in ("queue_full", "queue_timeout"):
+JOBS_REJECTED = Counter("herd_jobs_rejected", "Requests refused: `queue_full` (503, never queued), "
+                        "`queue_timeout` (503, queued, then dropped) or `client_limit` (429, never queued).",
+                        ["reason"], registry=REGISTRY)
+for _reason in ("queue_full", "queue_timeout", "client_limit"):
     JOBS_REJECTED.labels(_reason)  # present at 0 from the start, so rate() sees the first one
 
 

@@ -133,7 +133,7 @@ async def _answer(
     text: TextSplitter | None = None,
 ) -> Response[bytes] | Stream:
     text = text or PlainText()
-    generation, first = await start(queue, job, request.receive)
+    generation, first = await start(queue, job, request)
     if stream:
         # X-Accel-Buffering: a proxy (nginx) must pass each line on as it comes.
         return Stream(_ndjson(generation, first, chunks, text), media_type=NDJSON,

@@ -169,7 +169,7 @@ async def chat_completions(request: Request[Any, Any, Any], catalog: Catalog, qu
                               "required or a named function)", param="response_format")
         job.format = prepared.format
     text = prepared.splitter()
-    generation, first = await start(queue, job, request.receive)
+    generation, first = await start(queue, job, request)
     completion_id = f"chatcmpl-{secrets.token_hex(12)}"
     created = int(time.time())
     if body.stream:
@@ -246,7 +246,7 @@ async def completions(request: Request[Any, Any, Any], catalog: Catalog,
     else:
         prompt = model.render_generate(body.prompt, None) if body.prompt else body.prompt
     job = _job(model, body, prompt, body.max_tokens, logprobs=logprobs)
-    generation, first = await start(queue, job, request.receive)
+    generation, first = await start(queue, job, request)
     completion_id = f"cmpl-{secrets.token_hex(12)}"
     created = int(time.time())
     if body.stream:

@@ -196,7 +196,7 @@ async def responses(request: Request[Any, Any, Any], catalog: Catalog, queue: Jo
         text={**(body.text or {}), "format": echoed_format},
     )
     text = prepared.splitter()
-    generation, first = await start(queue, job, request.receive)
+    generation, first = await start(queue, job, request)
     if body.stream:
         return Stream(_events(generation, first, shell, text), media_type="text/event-stream",
                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -41,6 +41,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_LOADED_MODELS", "3", "Models one worker keeps loaded at once."),
     Setting("MAX_QUEUE", "512", "Jobs that may wait for a worker, over all models (running ones do not "
             "count); beyond it: 503 with Retry-After, at once."),
+    Setting("MAX_JOBS_PER_CLIENT", "0", "Jobs one client may have queued or running at once, over all models and "
+            "gateways: a client is its API key when `HERD_API_KEYS` is set, else its address; past it: 429 with "
+            "Retry-After, at once; 0: no limit.", ollama_alias=False),
     Setting("QUEUE_TIMEOUT", "5m", "How long a request may wait for its first token (queue, load, prompt); "
             "past it: 503 and the job is dropped.", ollama_alias=False),
     Setting("KEEP_ALIVE", "5m", "How long an idle model stays loaded (Go duration or seconds; "
@@ -58,6 +61,9 @@ SETTINGS: tuple[Setting, ...] = (
             "divided among the workers `herd serve` starts.", ollama_alias=False),
     Setting("FLASH_ATTENTION", "auto", "`1`/`0` forces flash attention on or off; `auto` lets llama.cpp "
             "decide."),
+    Setting("TRUSTED_PROXIES", "127.0.0.1", "Addresses (comma separated, CIDR allowed, `*`: any) whose "
+            "`X-Forwarded-For` the gateway takes for the client's address (its logs, `MAX_JOBS_PER_CLIENT` without "
+            "API keys): the proxies in front of it, such as nginx.", ollama_alias=False),
     Setting("ORIGINS", "", "Extra CORS origins, comma separated (`*` allowed), added to the localhost ones."),
     Setting("API_KEYS", "", "Keys a client must send (`Authorization: Bearer KEY`) on every route but `/`, "
             "comma separated; empty: no keys asked (as Ollama).", ollama_alias=False),
@@ -115,6 +121,7 @@ class Config:
     num_parallel: int
     max_loaded_models: int
     max_queue: int
+    max_jobs_per_client: int  # 0: no limit
     queue_timeout: float  # seconds
     keep_alive: float  # seconds; math.inf = forever
     context_length: int
@@ -122,6 +129,7 @@ class Config:
     cache_ram: int  # MiB
     num_thread: int
     flash_attention: bool | None  # None = auto
+    trusted_proxies: str  # uvicorn's forwarded_allow_ips
     origins: tuple[str, ...]
     api_keys: tuple[str, ...]
     api_key: str
@@ -153,6 +161,7 @@ class Config:
             num_parallel=max(1, _int(raw["NUM_PARALLEL"], "4")),
             max_loaded_models=max(1, _int(raw["MAX_LOADED_MODELS"], "3")),
             max_queue=max(1, _int(raw["MAX_QUEUE"], "512")),
+            max_jobs_per_client=max(0, _int(raw["MAX_JOBS_PER_CLIENT"], "0")),
             queue_timeout=_duration_or_default(raw["QUEUE_TIMEOUT"], "5m"),
             keep_alive=keep_alive,
             context_length=max(64, _int(raw["CONTEXT_LENGTH"], "4096")),
@@ -160,6 +169,7 @@ class Config:
             cache_ram=max(0, _int(raw["CACHE_RAM"], str(DEFAULT_CACHE_RAM_MIB))),
             num_thread=max(0, _int(raw["NUM_THREAD"], "0")),
             flash_attention=None if flash in {"", "auto"} else _truthy(flash),
+            trusted_proxies=",".join(p.strip() for p in raw["TRUSTED_PROXIES"].split(",") if p.strip()) or "127.0.0.1",
             origins=tuple(o.strip() for o in raw["ORIGINS"].split(",") if o.strip()),
             api_keys=tuple(k.strip() for k in raw["API_KEYS"].split(",") if k.strip()),
             api_key=raw["API_KEY"].strip(),
@@ -182,6 +192,7 @@ class Config:
             "HERD_NUM_PARALLEL": str(self.num_parallel),
             "HERD_MAX_LOADED_MODELS": str(self.max_loaded_models),
             "HERD_MAX_QUEUE": str(self.max_queue),
+            "HERD_MAX_JOBS_PER_CLIENT": str(self.max_jobs_per_client),
             "HERD_QUEUE_TIMEOUT": duration(self.queue_timeout),
             "HERD_KEEP_ALIVE": duration(self.keep_alive),
             "HERD_CONTEXT_LENGTH": str(self.context_length),
@@ -189,6 +200,7 @@ class Config:
             "HERD_CACHE_RAM": str(self.cache_ram),
             "HERD_NUM_THREAD": str(self.num_thread),
             "HERD_FLASH_ATTENTION": "auto" if self.flash_attention is None else str(int(self.flash_attention)),
+            "HERD_TRUSTED_PROXIES": self.trusted_proxies,
             "HERD_ORIGINS": ",".join(self.origins),
             "HERD_API_KEYS": ",".join(self.api_keys),
             "HERD_API_KEY": self.api_key,

@@ -12,6 +12,9 @@ Keys (all under `herd:`):
 - `cancel:{job}`       set (with a TTL) when the client went away; also PUBLISHed on `cancels`.
 - `worker:{id}`        a worker's heartbeat (WorkerState), with a TTL; `workers` indexes them.
 - `waiting`            sorted set of the jobs not yet claimed (job id → enqueue ms): MAX_QUEUE.
+- `client:{id}`        sorted set of one client's jobs queued or running (job id → ms the gateway
+                       following it last vouched for it): MAX_JOBS_PER_CLIENT. `id` is a hash,
+                       never the API key or address itself.
 - `models`             set of the digests that have a job stream, for the janitor's rounds.
 - `janitor`            SET NX lock: one worker a round requeues dead workers' jobs, places loads.
 - `control`            channel: Control messages for every worker (unload a model).
@@ -87,6 +90,10 @@ def events_key(job_id: str) -> str:
 
 def cancel_key(job_id: str) -> str:
     return f"{PREFIX}cancel:{_checked(job_id, _JOB_ID, 'job id')}"
+
+
+def client_jobs_key(client_id: str) -> str:
+    return f"{PREFIX}client:{_checked(client_id, _JOB_ID, 'client id')}"
 
 
 def control_channel(worker_id: str) -> str:
