@@ -81,7 +81,8 @@ def create_app(config: Config, redis_url: str) -> Litestar:
     transfers = registry_api.Transfers(catalog.store, prune=not config.noprune)
     client: aioredis.Redis = async_client(redis_url, max_connections=20_000)
     queue = JobQueue(client, max_queue=config.max_queue, load_timeout_s=config.load_timeout,
-                     queue_timeout_s=config.queue_timeout, max_jobs_per_client=config.max_jobs_per_client)
+                     queue_timeout_s=config.queue_timeout, max_jobs_per_client=config.max_jobs_per_client,
+                     prefix_routing=config.prefix_routing)
     fitter = ConversationFitter(config.context_length, TokenCounter() if TokenCounter.available() else None)
 
     @asynccontextmanager

@@ -12,6 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from herd import protocol
+from herd.prompt_prefixes import LENGTHS, prefix_hashes
 from herd.protocol import Control, Event, Job, LoadRequest, Token, WorkerState
 from herd.redis_client import RETRIED
 
@@ -20,8 +21,15 @@ log = logging.getLogger(__name__)
 # One round trip admits a job. A client (KEYS[7]) with MAX_JOBS_PER_CLIENT (ARGV[8], 0: none) jobs
 # already queued or running gets 0 (429). At most MAX_QUEUE jobs wait (across all models; entries
 # older than a stale bound are dropped first, so a crashed gateway cannot wedge a count): past it,
-# nil (503). Then the job is appended to its model's stream, and if no live worker holds the
-# model, one load request is posted (SET NX: fifty requests arriving together make one load).
+# nil (503). Then the job is appended to its model's stream, or to the own stream of the worker
+# that last took a prompt starting alike (ARGV[11..]: pairs of length and hash of the prompt's
+# prefixes, longest first, under the key base ARGV[9]; ARGV[10]: the prompt's length), when that
+# worker still holds the model and has a sequence free (KEYS[8], decremented here so a burst does
+# not pile onto it; the worker writes the truth back). A match shorter than half the prompt (a
+# shared system prompt, say) saves less than an idle worker would: then only when no other live
+# holder has more sequences free.
+# If no live worker holds the model, one load request is posted (SET NX: fifty requests arriving
+# together make one load).
 _ADMIT = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -32,7 +40,30 @@ if per_client > 0 then
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now_ms - tonumber(ARGV[6]))
 if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[1]) then return false end
-local id = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
+local function live(worker)
+  local until_ms = redis.call('ZSCORE', KEYS[2], worker)
+  return until_ms and tonumber(until_ms) > now_ms
+end
+local stream = KEYS[1]
+for i = 11, #ARGV, 2 do
+  local worker = redis.call('GET', ARGV[9] .. ARGV[i + 1])
+  if worker then
+    local free = tonumber(redis.call('HGET', KEYS[8], worker) or '0')
+    local worth = free > 0 and live(worker)
+    if worth and tonumber(ARGV[i]) * 2 < tonumber(ARGV[10]) then
+      local all = redis.call('HGETALL', KEYS[8])
+      for j = 1, #all, 2 do
+        if all[j] ~= worker and tonumber(all[j + 1]) > free and live(all[j]) then worth = false end
+      end
+    end
+    if worth then
+      redis.call('HINCRBY', KEYS[8], worker, -1)
+      stream = KEYS[1] .. ':' .. worker
+    end
+    break  -- the longest prefix known decides; its worker busy or gone: the shared stream
+  end
+end
+local id = redis.call('XADD', stream, '*', 'm', ARGV[2])
 redis.call('ZADD', KEYS[5], now_ms, ARGV[5])
 redis.call('SADD', KEYS[6], ARGV[7])
 if per_client > 0 then
@@ -87,11 +118,12 @@ def new_job_id() -> str:
 
 class JobQueue:
     def __init__(self, client: aioredis.Redis, *, max_queue: int, load_timeout_s: float,
-                 queue_timeout_s: float, max_jobs_per_client: int = 0) -> None:
+                 queue_timeout_s: float, max_jobs_per_client: int = 0, prefix_routing: bool = True) -> None:
         self._redis = client
         self.max_queue = max_queue
         self.queue_timeout_s = queue_timeout_s
         self.max_jobs_per_client = max_jobs_per_client
+        self.prefix_routing = prefix_routing
         self._load_timeout_ms = max(1000, int(load_timeout_s * 1000))
         self._stale_ms = int(max(queue_timeout_s, 60) * 2 * 1000)
         self._admit = client.register_script(_ADMIT)
@@ -101,6 +133,8 @@ class JobQueue:
     async def submit(self, job: Job, client: str | None = None) -> None:
         """Queue `job`; with a per-client limit, `client` (a `gateway.clients.client_id`) is counted.
         Raises ClientFull or QueueFull, having queued nothing."""
+        if self.prefix_routing and job.prompt is not None and not job.prefixes:
+            job.prefixes = prefix_hashes(job.prompt)
         load = LoadRequest.for_job(job)
         client_key = protocol.client_jobs_key(client) if client and self.max_jobs_per_client else None
         entry_id = await self._admit(
@@ -112,9 +146,11 @@ class JobQueue:
                 protocol.WAITING_SET,
                 protocol.MODELS_SET,
                 client_key or protocol.WAITING_SET,  # read only with a limit
+                protocol.free_slots_key(job.digest),
             ],
             args=[self.max_queue, protocol.encode(job), protocol.encode(load), self._load_timeout_ms, job.id,
-                  self._stale_ms, job.digest, self.max_jobs_per_client if client_key else 0],
+                  self._stale_ms, job.digest, self.max_jobs_per_client if client_key else 0,
+                  protocol.prefix_key_base(job.digest), *self._prefix_args(job)],
         )
         if entry_id is None:
             raise QueueFull()
@@ -122,6 +158,14 @@ class JobQueue:
             raise ClientFull()
         if client_key:
             self._clients[job.id] = client_key
+
+    @staticmethod
+    def _prefix_args(job: Job) -> list[str | int]:
+        """The prompt's length, then (length, hash) of each prefix, longest first."""
+        if not job.prefixes or job.prompt is None:
+            return []
+        lengths = LENGTHS[:len(job.prefixes)][::-1]
+        return [len(job.prompt.encode()), *(x for pair in zip(lengths, job.prefixes, strict=True) for x in pair)]
 
     async def finished(self, job_id: str) -> None:
         """The job ended (its last event came): its client may queue another."""

@@ -46,6 +46,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Retry-After, at once; 0: no limit.", ollama_alias=False),
     Setting("QUEUE_TIMEOUT", "5m", "How long a request may wait for its first token (queue, load, prompt); "
             "past it: 503 and the job is dropped.", ollama_alias=False),
+    Setting("PREFIX_ROUTING", "1", "`1`: a prompt that starts like one a worker took lately (a chat's next turn, a "
+            "long shared system prompt) goes to that worker while it has a sequence free, where those tokens are "
+            "still decoded; `0`: every job to whichever worker claims it first.", ollama_alias=False),
     Setting("KEEP_ALIVE", "5m", "How long an idle model stays loaded (Go duration or seconds; "
             "negative: forever, 0: unload when idle)."),
     Setting("CONTEXT_LENGTH", "4096", "Context window (tokens) of each sequence, capped at the "
@@ -123,6 +126,7 @@ class Config:
     max_queue: int
     max_jobs_per_client: int  # 0: no limit
     queue_timeout: float  # seconds
+    prefix_routing: bool
     keep_alive: float  # seconds; math.inf = forever
     context_length: int
     prefill_slice: float  # seconds
@@ -163,6 +167,7 @@ class Config:
             max_queue=max(1, _int(raw["MAX_QUEUE"], "512")),
             max_jobs_per_client=max(0, _int(raw["MAX_JOBS_PER_CLIENT"], "0")),
             queue_timeout=_duration_or_default(raw["QUEUE_TIMEOUT"], "5m"),
+            prefix_routing=_truthy(raw["PREFIX_ROUTING"]),
             keep_alive=keep_alive,
             context_length=max(64, _int(raw["CONTEXT_LENGTH"], "4096")),
             prefill_slice=max(0.0, _duration_or_default(raw["PREFILL_SLICE"], f"{DEFAULT_PREFILL_SLICE_MS}ms")),
@@ -194,6 +199,7 @@ class Config:
             "HERD_MAX_QUEUE": str(self.max_queue),
             "HERD_MAX_JOBS_PER_CLIENT": str(self.max_jobs_per_client),
             "HERD_QUEUE_TIMEOUT": duration(self.queue_timeout),
+            "HERD_PREFIX_ROUTING": str(int(self.prefix_routing)),
             "HERD_KEEP_ALIVE": duration(self.keep_alive),
             "HERD_CONTEXT_LENGTH": str(self.context_length),
             "HERD_PREFILL_SLICE": duration(self.prefill_slice),

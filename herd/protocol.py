@@ -5,6 +5,13 @@ is a msgspec Struct encoded as msgpack under the field `m` of a stream entry.
 
 Keys (all under `herd:`):
 - `jobs:{digest}`      stream of Job per model weights (sha256 hex), consumer group `workers`.
+- `jobs:{digest}:{id}` one worker's own stream of Jobs for that model (same group), read by it
+                       before the shared one: jobs whose prompt starts like one it served lately.
+- `personal:{digest}`  set of the workers that have such a stream, for the janitor.
+- `free:{digest}`      hash: worker id → its free sequences for the model (gateways route a job
+                       to a worker's own stream only when it has one free, and count it taken).
+- `prefix:{digest}:{h}` the worker that last took a prompt starting with the prefix hashed `h`
+                       (`Job.prefixes`), with a TTL.
 - `loads`              stream of LoadRequest, consumer group `workers`: "someone load this".
 - `holders:{digest}`   sorted set of the workers holding a model, scored by heartbeat expiry.
 - `loading:{digest}`   SET NX guard so a burst of requests posts one LoadRequest.
@@ -43,6 +50,7 @@ CONTROL_CHANNEL = PREFIX + "control"
 EVENTS_TTL_MS = 10 * 60 * 1000  # a gateway that lost its client never reads them: let them go
 EVENTS_MAXLEN = 100_000
 CANCEL_TTL_S = 600
+PREFIX_TTL_S = 900  # how long a worker is named for the prompts it took (its cells may outlive a chat's pause)
 HEARTBEAT_INTERVAL_S = 1.0
 HEARTBEAT_TTL_S = 5  # three missed beats and the worker is taken for dead
 
@@ -78,6 +86,23 @@ def jobs_key(digest: str) -> str:
 def holders_key(digest: str) -> str:
     """Sorted set: worker id → unix ms until which it holds the model (refreshed by heartbeat)."""
     return f"{PREFIX}holders:{_checked(digest, _DIGEST, 'digest')}"
+
+
+def personal_jobs_key(digest: str, worker_id: str) -> str:
+    return f"{jobs_key(digest)}:{_checked(worker_id, _JOB_ID, 'worker id')}"
+
+
+def personal_set_key(digest: str) -> str:
+    return f"{PREFIX}personal:{_checked(digest, _DIGEST, 'digest')}"
+
+
+def free_slots_key(digest: str) -> str:
+    return f"{PREFIX}free:{_checked(digest, _DIGEST, 'digest')}"
+
+
+def prefix_key_base(digest: str) -> str:
+    """`prefix:{digest}:`, completed by a hash from `Job.prefixes`."""
+    return f"{PREFIX}prefix:{_checked(digest, _DIGEST, 'digest')}:"
 
 
 def loading_key(digest: str) -> str:
@@ -162,6 +187,9 @@ class Job(msgspec.Struct, kw_only=True):
     logprobs: int | None = None  # report each token's log probability and this many alternatives (0-20); None: off
     logit_bias: dict[int, float] | None = None  # token id -> added to its logit before sampling (OpenAI logit_bias)
     user: str | None = None  # the client's end-user id (OpenAI `user`): logged for audit, never used to decode
+    # Hashes of the prompt's first 256, 320, 400, ... bytes, longest first (`herd.prompt_prefixes`):
+    # the worker that takes the job is named for them, so a later prompt starting alike goes to it.
+    prefixes: list[str] = []
 
 
 class LoadRequest(msgspec.Struct, kw_only=True):

@@ -13,7 +13,8 @@ from worker.engine_thread import EngineThread
 @dataclasses.dataclass
 class RunningJob:
     job: Job
-    entry_id: str  # in the model's job stream, acknowledged when the job ends
+    entry_id: str  # in `stream`, acknowledged when the job ends
+    stream: str  # the model's shared job stream or this worker's own one
     attempt: int
     seq: int = 0
     started_ns: int = dataclasses.field(default_factory=time.perf_counter_ns)

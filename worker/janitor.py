@@ -6,7 +6,9 @@ the work, so the rounds never race. A round, for every model that has a job stre
 - posts a load request when jobs wait and no live worker holds the model (its holder died
   or unloaded it), so none is stranded;
 - when a model's queue has stayed at least a full batch deep for a few rounds, asks one
-  live worker with room that does not hold it to load a replica.
+  live worker with room that does not hold it to load a replica;
+- hands the jobs in a worker's own stream back to the shared one when the worker is gone or
+  no longer holds the model (all of them) or has left them unclaimed too long (the old ones).
 """
 
 from __future__ import annotations
@@ -27,10 +29,64 @@ LOCK_MS = 2500
 REPLICA_GUARD_MS = 60_000  # one replica load at a time per model
 
 
-async def requeue(client: aioredis.Redis, stream: str, entry_id: bytes | str, job: Job) -> None:
-    """Put a claimed job back at the end of its queue, waiting again, in one transaction."""
+PERSONAL_WAIT_MS = 2000  # a job in a worker's own stream unclaimed this long goes to the shared one
+
+# Move the entries of a worker's (ARGV[1]) own stream (KEYS[1]) that its group has not delivered
+# and that are older than ARGV[2] ms (-1: all) to the shared stream (KEYS[2]). Atomic, so the
+# owner never claims an entry that is also moved. Once the owner no longer holds the model
+# (KEYS[3]: no gateway routes there any more) and nothing is left or claimed, the stream goes,
+# with its entries in the personal set (KEYS[4]) and the free-slot hash (KEYS[5]). Returns how
+# many entries moved.
+_HAND_BACK = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local cutoff = math.huge
+if tonumber(ARGV[2]) >= 0 then cutoff = now_ms - tonumber(ARGV[2]) end
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+local last, pending = '0-0', 0
+if ok then
+  for _, group in ipairs(groups) do
+    for i = 1, #group, 2 do
+      if group[i] == 'last-delivered-id' then last = group[i + 1] end
+      if group[i] == 'pending' then pending = pending + group[i + 1] end
+    end
+  end
+end
+local moved = 0
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '(' .. last, '+')) do
+  if tonumber(string.match(entry[1], '^(%d+)')) >= cutoff then break end
+  redis.call('XADD', KEYS[2], '*', unpack(entry[2]))
+  redis.call('XDEL', KEYS[1], entry[1])
+  moved = moved + 1
+end
+local until_ms = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if (not until_ms or tonumber(until_ms) <= now_ms) and pending == 0 and
+    #redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', 1) == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[4], ARGV[1])
+  redis.call('HDEL', KEYS[5], ARGV[1])
+end
+return moved
+"""
+
+
+async def hand_back(client: aioredis.Redis, digest: str, worker_id: str, *, older_than_ms: int = -1) -> int:
+    """Jobs waiting in `worker_id`'s own stream for `digest` (those older than `older_than_ms`;
+    -1: all) go to the model's shared stream, for any worker; returns how many. The stream is
+    removed once its owner no longer holds the model and it is empty."""
+    moved: Any = await client.eval(
+        _HAND_BACK, 5, protocol.personal_jobs_key(digest, worker_id), protocol.jobs_key(digest),
+        protocol.holders_key(digest), protocol.personal_set_key(digest), protocol.free_slots_key(digest),
+        worker_id, older_than_ms)
+    return int(moved)
+
+
+async def requeue(client: aioredis.Redis, stream: str, entry_id: bytes | str, job: Job, *,
+                  to: str | None = None) -> None:
+    """Put a claimed job back at the end of a queue (its own stream's, or `to`), waiting again,
+    in one transaction."""
     async with client.pipeline(transaction=True) as pipe:
-        pipe.xadd(stream, {"m": protocol.encode(job)})
+        pipe.xadd(to or stream, {"m": protocol.encode(job)})
         pipe.zadd(protocol.WAITING_SET, {job.id: int(time.time() * 1000)})
         pipe.xack(stream, protocol.WORKERS_GROUP, entry_id)
         pipe.xdel(stream, entry_id)
@@ -70,6 +126,7 @@ class Janitor:
                 log.exception("janitor round failed for %s", digest)
 
     async def _tend(self, digest: str, workers: dict[str, WorkerState]) -> None:
+        await self._tend_personal(digest, workers)
         stream = protocol.jobs_key(digest)
         length = int(await self._redis.xlen(stream))
         if length == 0:
@@ -87,9 +144,25 @@ class Janitor:
         if self._deep_rounds[digest] >= DEEP_ROUNDS:
             await self._ask_replica(digest, stream, holders, workers)
 
-    async def _requeue_orphans(self, stream: str, workers: dict[str, WorkerState]) -> int:
-        """Jobs claimed by workers that are gone go back in the queue; returns how many
-        claimed jobs remain with live workers."""
+    async def _tend_personal(self, digest: str, workers: dict[str, WorkerState]) -> None:
+        """Jobs routed to a worker's own stream never wait there for nothing: a holder gets
+        PERSONAL_WAIT_MS to claim them, a worker without the model or gone gets none, and a
+        dead one's claimed jobs are requeued to the shared stream as a new attempt."""
+        owners: Any = await self._redis.smembers(protocol.personal_set_key(digest))
+        for raw in owners:
+            owner = raw.decode()
+            state = workers.get(owner)
+            if state is None and owner != self._id:
+                await self._requeue_orphans(protocol.personal_jobs_key(digest, owner), workers,
+                                            to=protocol.jobs_key(digest))
+            holds = (state is not None and any(m.digest == digest for m in state.loaded))
+            moved = await hand_back(self._redis, digest, owner, older_than_ms=PERSONAL_WAIT_MS if holds else -1)
+            if moved:
+                log.info("%d jobs waiting for worker %s moved to the shared queue", moved, owner)
+
+    async def _requeue_orphans(self, stream: str, workers: dict[str, WorkerState], *, to: str | None = None) -> int:
+        """Jobs claimed by workers that are gone go back in the queue (`to`, else `stream`'s);
+        returns how many claimed jobs remain with live workers."""
         try:
             entries: Any = await self._redis.xpending_range(stream, protocol.WORKERS_GROUP, min="-", max="+",
                                                             count=1000)
@@ -103,17 +176,17 @@ class Janitor:
             if owner in workers or owner == self._id:
                 live += 1
                 continue
-            await self._requeue(stream, entry["message_id"])
+            await self._requeue(stream, entry["message_id"], to=to)
         return live
 
-    async def _requeue(self, stream: str, entry_id: bytes) -> None:
+    async def _requeue(self, stream: str, entry_id: bytes, *, to: str | None = None) -> None:
         claimed: Any = await self._redis.xclaim(stream, protocol.WORKERS_GROUP, self._id, min_idle_time=0,
                                                 message_ids=[entry_id])
         if not claimed or claimed[0][1] is None:
             return
         job = protocol.decode_job(claimed[0][1][b"m"])
         job.attempt += 1
-        await requeue(self._redis, stream, entry_id, job)
+        await requeue(self._redis, stream, entry_id, job, to=to)
         log.warning("requeued job %s of a dead worker (attempt %d)", job.id, job.attempt)
 
     async def _post_load(self, digest: str, stream: str) -> None:

@@ -26,14 +26,14 @@ from redis.exceptions import RedisError, ResponseError
 from herd import protocol
 from herd.config import Config
 from herd.cpus import usable_cores
-from herd.protocol import Done, Error, WorkerState
+from herd.protocol import Done, Error, Job, WorkerState
 from herd.redis_client import RETRIED, async_client
 from worker.embedder import Embedder
 from worker.engine import Engine
 from worker.engine_thread import EngineThread
 from worker.event_writer import EventWriter, TtlClock
 from worker.hosted import HostedModel, RunningJob
-from worker.janitor import Janitor, live_workers, requeue
+from worker.janitor import Janitor, hand_back, live_workers, requeue
 from worker.job_events import JobEvents
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class Worker:
         self._loading: set[str] = set()
         self._outbox: list[tuple[str, bytes]] = []  # (events key, encoded event)
         self._acks: list[tuple[str, str]] = []  # (job stream, entry id)
+        self._free_changed: set[str] = set()  # models whose free sequences gateways should learn
+        self._named: list[Job] = []  # started jobs whose prompt prefixes should name this worker
         self._ttl = TtlClock()
         self._outbox_ready = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -149,7 +151,8 @@ class Worker:
         streams: dict[Any, Any] = {}
         counts: list[int] = []
         for host in self.models.values():
-            if host.free_slots > 0:
+            if host.free_slots > 0:  # its own stream first: those jobs find their prompt's cells here
+                streams[protocol.personal_jobs_key(host.digest, self.id)] = ">"
                 streams[protocol.jobs_key(host.digest)] = ">"
                 counts.append(host.free_slots)
         if self._room_for_load():
@@ -163,14 +166,18 @@ class Worker:
             )
         except ResponseError as exc:
             if "NOGROUP" in str(exc):  # a stream was deleted under us (or Redis restarted empty)
-                for stream in streams:
+                held = {protocol.LOADS_STREAM, *(key for host in self.models.values()
+                                                 for key in (protocol.jobs_key(host.digest),
+                                                             protocol.personal_jobs_key(host.digest, self.id)))}
+                for stream in held & set(streams):  # not the own stream of a model just unloaded
                     await self._ensure_group(stream)
                 return
             raise
         if self._redis_lost:
             log.warning("Redis is back")
             self._redis_lost = False
-        for stream_name, entries in reply or []:
+        own = f":{self.id}".encode()
+        for stream_name, entries in sorted(reply or [], key=lambda item: not item[0].endswith(own)):
             stream = stream_name.decode()
             if stream == protocol.LOADS_STREAM:
                 for entry_id, fields in entries:
@@ -193,13 +200,15 @@ class Worker:
         too_old = time.time() - self.config.queue_timeout
         for (entry_id, job), gone in zip(jobs, cancelled, strict=True):
             host = self.models.get(job.digest)
-            running = RunningJob(job=job, entry_id=entry_id, attempt=job.attempt)
+            running = RunningJob(job=job, entry_id=entry_id, stream=stream, attempt=job.attempt)
             # The client left, or its gateway gave up waiting: nobody would read the answer.
             if gone or job.created < too_old:
                 self._acks.append((stream, entry_id))
                 continue
-            if host is None:  # unloaded while this claim was in flight: back in the queue
-                await requeue(self._redis, stream, entry_id, job)
+            if host is None or host.free_slots <= 0:
+                # Unloaded while this claim was in flight, or one read took jobs from both this
+                # worker's own stream and the shared one beyond the free slots: back in the queue.
+                await requeue(self._redis, stream, entry_id, job, to=protocol.jobs_key(job.digest))
                 continue
             if job.keep_alive is not None:
                 host.keep_alive = math.inf if job.keep_alive < 0 else job.keep_alive
@@ -208,6 +217,9 @@ class Worker:
                 self._acks.append((stream, entry_id))
                 continue
             host.running[job.id] = running
+            self._free_changed.add(host.digest)
+            if job.prefixes:  # a later prompt starting like this one finds its cells here
+                self._named.append(job)
             if job.user:
                 log.info("job %s for %s from user %r", job.id, job.model, job.user)
             host.thread.start(job, attempt=running.attempt, load_duration_ns=self._load_ns(host, running))
@@ -253,6 +265,7 @@ class Worker:
             )
             self.models[digest] = host
             await self._ensure_group(protocol.jobs_key(digest))
+            await self._ensure_group(protocol.personal_jobs_key(digest, self.id))
             await self._publish_holdings()
             log.info("loaded %s (%.2fs)%s", request.model, host.load_duration_ns / 1e9,
                      " as a replica" if entry_id is None else "")
@@ -302,7 +315,8 @@ class Worker:
 
     async def _unload(self, host: HostedModel) -> None:
         self.models.pop(host.digest, None)
-        await self._redis.zrem(protocol.holders_key(host.digest), self.id)
+        await self._redis.zrem(protocol.holders_key(host.digest), self.id)  # no gateway routes here now
+        await hand_back(self._redis, host.digest, self.id)  # what did come waits for another worker
         await self._unblock_claim()  # stop claiming its jobs
         await host.thread.stop()
         log.info("unloaded %s", host.name)
@@ -317,7 +331,7 @@ class Worker:
                 break
             for entry_id, fields in reply[0][1]:
                 job = protocol.decode_job(fields[b"m"])
-                running = RunningJob(job=job, entry_id=entry_id.decode(), attempt=job.attempt)
+                running = RunningJob(job=job, entry_id=entry_id.decode(), stream=stream, attempt=job.attempt)
                 self._emit_event(running, Error(attempt=job.attempt, seq=1, message=message, status=500))
                 self._acks.append((stream, running.entry_id))
         await self._flush()
@@ -339,7 +353,8 @@ class Worker:
 
     def _finish(self, host: HostedModel, running: RunningJob) -> None:
         host.running.pop(running.job.id, None)
-        self._acks.append((protocol.jobs_key(host.digest), running.entry_id))
+        self._acks.append((running.stream, running.entry_id))
+        self._free_changed.add(host.digest)
         if not host.busy:
             host.idle_since = time.monotonic()
 
@@ -373,10 +388,13 @@ class Worker:
                 self._outbox_ready.set()
 
     async def _flush(self) -> None:
-        if not self._outbox and not self._acks:
+        if not self._outbox and not self._acks and not self._free_changed and not self._named:
             return
         outbox, self._outbox = self._outbox, []
         acks, self._acks = self._acks, []
+        free = {d: self.models[d].free_slots for d in self._free_changed if d in self.models}
+        self._free_changed.clear()
+        named, self._named = self._named, []  # hints: lost with a failed write, no harm done
         ttl_due = self._ttl.due({key for key, _ in outbox})
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -387,6 +405,12 @@ class Worker:
                 for stream, entry_id in acks:
                     pipe.xack(stream, protocol.WORKERS_GROUP, entry_id)
                     pipe.xdel(stream, entry_id)
+                for digest, slots in free.items():
+                    pipe.hset(protocol.free_slots_key(digest), self.id, slots)
+                for job in named:
+                    base = protocol.prefix_key_base(job.digest)
+                    for prefix in job.prefixes:
+                        pipe.set(base + prefix, self.id, ex=protocol.PREFIX_TTL_S)
                 await pipe.execute()
         except RedisError:
             # Written again next time: an event twice is skipped by its reader; XACK and XDEL
@@ -394,6 +418,7 @@ class Worker:
             self._outbox[:0] = outbox
             self._acks[:0] = acks
             self._ttl.forget(ttl_due)
+            self._free_changed.update(free)
             raise
 
     # ---- cancellation and heartbeat ----------------------------------------------------
@@ -455,6 +480,8 @@ class Worker:
             pipe.sadd(protocol.WORKERS_SET, self.id)
             for host in self.models.values():
                 pipe.zadd(protocol.holders_key(host.digest), {self.id: until_ms})
+                pipe.hset(protocol.free_slots_key(host.digest), self.id, host.free_slots)  # undoes gateways' guesses
+                pipe.sadd(protocol.personal_set_key(host.digest), self.id)  # again after a Redis restart
             await pipe.execute()
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:

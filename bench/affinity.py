@@ -1,0 +1,132 @@
+"""What routing by prompt prefix saves conversations when several workers hold a model
+(a diagnostic, not a row of bench.run).
+
+    .venv/bin/python -m bench.affinity [--chats 4] [--turns 5]
+
+One Redis, two workers (both holding the demo model, NUM_PARALLEL=2, one llama.cpp thread each:
+two workers on two cores), and two gateways in front of the same workers: one with
+HERD_PREFIX_ROUTING=1 (a chat's next turn goes to the worker that took its previous one while
+that worker has a sequence free), one with 0 (whichever worker claims it first, as before). Chats
+with a long system prompt of their own are played turn by turn, one request at a time, the two
+sides' chats interleaved in a random order each turn (seeded) so drift hits both. Printed per
+side, over the turns after the first: how many found their history already decoded, and the
+time to the first streamed token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import openai
+import redis
+
+from herd import protocol
+from herd.processes import EmbeddedRedis
+from herd.protocol import Control
+from tests.stack import Stack
+
+MODEL = "smollm2:135m"
+TAIL = 65  # a prompt's last tokens are always decoded again (worker/kept_cells.py)
+QUESTIONS = ["Name one.", "Another one?", "Which is the oldest?", "Which is the largest?", "And the last?",
+             "Tell me more.", "Why?", "Anything else?"]
+TOPICS = ["rivers", "mountains", "bridges", "lighthouses", "castles", "deserts", "islands", "forests",
+          "volcanoes", "glaciers", "canyons", "lakes"]
+
+
+def _both_workers_hold(stack: Stack) -> None:
+    sdk = openai.OpenAI(base_url=stack.base_url + "/v1", api_key="unused")
+    sdk.completions.create(model=MODEL, prompt="Hi", max_tokens=1)
+    db: Any = redis.Redis.from_url(stack.redis_url)
+    (key,) = list(db.scan_iter("herd:holders:*"))
+    digest = key.decode().rsplit(":", 1)[1]
+    holders = {m.decode() for m in db.zrange(key, 0, -1)}
+    for worker_id in {m.decode() for m in db.smembers(protocol.WORKERS_SET)} - holders:
+        order = Control(kind="load", digest=digest, model=MODEL)
+        db.publish(protocol.control_channel(worker_id), protocol.encode(order))
+    deadline = time.monotonic() + 120
+    while db.zcard(key) < 2:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the second worker did not load the model")
+        time.sleep(0.2)
+
+
+class Chat:
+    def __init__(self, base_url: str, topic: str) -> None:
+        self.sdk = openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0, timeout=300)
+        facts = " ".join(f"Fact {i} about {topic}: it is entry {i} of the {topic} list." for i in range(30))
+        self.messages: list[Any] = [{"role": "system", "content": f"You answer questions about {topic}. {facts}"}]
+        self.last_prompt_tokens = 0
+
+    def turn(self, question: str, answer_tokens: int) -> tuple[float, bool]:
+        """(seconds to the first streamed token, whether the previous prompt was found decoded)."""
+        self.messages.append({"role": "user", "content": question})
+        started = time.perf_counter()
+        first: float | None = None
+        parts: list[str] = []
+        usage = None
+        for chunk in self.sdk.chat.completions.create(model=MODEL, messages=self.messages, max_tokens=answer_tokens,
+                                                      temperature=0, stream=True,
+                                                      stream_options={"include_usage": True}):
+            if chunk.choices and chunk.choices[0].delta.content:
+                first = first or time.perf_counter() - started
+                parts.append(chunk.choices[0].delta.content)
+            usage = chunk.usage or usage
+        self.messages.append({"role": "assistant", "content": "".join(parts)})
+        assert usage is not None and usage.prompt_tokens_details is not None
+        found = (usage.prompt_tokens_details.cached_tokens or 0) >= self.last_prompt_tokens - TAIL
+        self.last_prompt_tokens = usage.prompt_tokens
+        return first or time.perf_counter() - started, found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chats", type=int, default=4, help="chats per side")
+    parser.add_argument("--turns", type=int, default=5, choices=range(2, len(QUESTIONS) + 1))
+    parser.add_argument("--answer-tokens", type=int, default=24)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    if 2 * args.chats > len(TOPICS):
+        parser.error(f"at most {len(TOPICS) // 2} chats per side")
+    with tempfile.TemporaryDirectory() as root, contextlib.ExitStack() as cleanup:
+        server = cleanup.enter_context(EmbeddedRedis())
+        routed = Stack(Path(root), server.url, workers=2, num_parallel=2, num_thread=1, prefix_routing=1)
+        cleanup.callback(routed.stop)
+        routed.start()
+        unrouted = Stack(Path(root), server.url, workers=0, prefix_routing=0)
+        cleanup.callback(unrouted.stop)
+        unrouted.start()
+        _both_workers_hold(routed)
+        sides = {"routed": routed.base_url, "unrouted": unrouted.base_url}
+        chats = [(side, Chat(url, TOPICS[2 * i + j])) for i in range(args.chats)
+                 for j, (side, url) in enumerate(sides.items())]
+        results: dict[str, list[tuple[float, bool]]] = {side: [] for side in sides}
+        shuffle = random.Random(args.seed).shuffle
+        for turn, question in enumerate(QUESTIONS[:args.turns]):
+            order = list(chats)
+            shuffle(order)  # users come back in no set order (a fixed one lets workers alternate in step)
+            for side, chat in order:
+                outcome = chat.turn(question, args.answer_tokens)
+                if turn > 0:
+                    results[side].append(outcome)
+    print(f"{args.chats} chats per side, {args.turns} turns, {args.answer_tokens}-token answers; "
+          "turns after the first:")
+    print("| side | found history | TTFT p50 (ms) | TTFT mean (ms) |")
+    print("|---|---|---|---|")
+    for side, rows in results.items():
+        waits = [t * 1000 for t, _ in rows]
+        hits = sum(found for _, found in rows)
+        print(f"| {side} | {hits}/{len(rows)} | {statistics.median(waits):.0f} | {statistics.fmean(waits):.0f} |")
+    for name, measure in (("p50", statistics.median), ("mean", statistics.fmean)):
+        ratio = measure(t for t, _ in results["unrouted"]) / measure(t for t, _ in results["routed"])
+        print(f"TTFT {name}, unrouted / routed: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
