@@ -147,23 +147,28 @@ class Worker:
         await asyncio.sleep(_REDIS_RETRY_S)
 
     async def _claim_once(self) -> None:
-        """One claim: block for jobs of the models with a free slot (and loads, with room)."""
-        streams: dict[Any, Any] = {}
-        counts: list[int] = []
-        for host in self.models.values():
-            if host.free_slots > 0:  # its own stream first: those jobs find their prompt's cells here
-                streams[protocol.personal_jobs_key(host.digest, self.id)] = ">"
-                streams[protocol.jobs_key(host.digest)] = ">"
-                counts.append(host.free_slots)
+        """One claim: this worker's own job streams first, without waiting (their jobs find their
+        prompts' cells here; read together with a backlog in the shared stream, the shared ones
+        beyond the free slots would go back to its end), then a blocking read of every stream of
+        the models with a free slot (and of loads, with room)."""
+        free = {host.digest: host.free_slots for host in self.models.values() if host.free_slots > 0}
+        count = min(free.values(), default=1)
+        own = {protocol.personal_jobs_key(digest, self.id): ">" for digest in free}
+        if own and await self._claim_from(own, count, block_ms=None):
+            return
+        streams: dict[Any, Any] = {**own, **{protocol.jobs_key(digest): ">" for digest in free}}
         if self._room_for_load():
             streams[protocol.LOADS_STREAM] = ">"
         if not streams:
             await asyncio.sleep(0.05)
             return
+        await self._claim_from(streams, count, block_ms=_CLAIM_BLOCK_MS)
+
+    async def _claim_from(self, streams: dict[Any, Any], count: int, *, block_ms: int | None) -> bool:
+        """Claim up to `count` entries of each stream and start them; whether any came."""
         try:
-            reply: Any = await self._claim.xreadgroup(
-                protocol.WORKERS_GROUP, self.id, streams, count=min(counts, default=1), block=_CLAIM_BLOCK_MS
-            )
+            reply: Any = await self._claim.xreadgroup(protocol.WORKERS_GROUP, self.id, streams, count=count,
+                                                      block=block_ms)
         except ResponseError as exc:
             if "NOGROUP" in str(exc):  # a stream was deleted under us (or Redis restarted empty)
                 held = {protocol.LOADS_STREAM, *(key for host in self.models.values()
@@ -171,7 +176,7 @@ class Worker:
                                                              protocol.personal_jobs_key(host.digest, self.id)))}
                 for stream in held & set(streams):  # not the own stream of a model just unloaded
                     await self._ensure_group(stream)
-                return
+                return False
             raise
         if self._redis_lost:
             log.warning("Redis is back")
@@ -184,6 +189,7 @@ class Worker:
                     self._start_load(entry_id.decode(), protocol.decode_load(fields[b"m"]))
             else:
                 await self._start_jobs(stream, entries)
+        return bool(reply)
 
     async def _unblock_claim(self) -> None:
         """A slot freed up: make the claim loop re-read with the new set of streams."""
