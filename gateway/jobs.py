@@ -12,6 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from herd import protocol
+from herd.live_workers import live_workers
 from herd.prompt_prefixes import LENGTHS, prefix_hashes
 from herd.protocol import Control, Event, Job, LoadRequest, Token, WorkerState
 from herd.redis_client import RETRIED
@@ -253,16 +254,8 @@ class JobQueue:
         await self._redis.publish(protocol.CONTROL_CHANNEL, protocol.encode(Control(kind="unload", digest=digest)))
 
     async def workers(self) -> list[WorkerState]:
-        """The live workers' last heartbeats; dead ones are dropped from the index."""
-        members: Any = await self._redis.smembers(protocol.WORKERS_SET)
-        ids = sorted(member.decode() for member in members)
-        if not ids:
-            return []
-        states: list[Any] = await self._redis.mget([protocol.worker_key(i) for i in ids])
-        dead = [i for i, state in zip(ids, states, strict=True) if state is None]
-        if dead:
-            await self._redis.srem(protocol.WORKERS_SET, *dead)
-        return [protocol.decode_worker(state) for state in states if state is not None]
+        """The live workers' last heartbeats, in id order."""
+        return list((await live_workers(self._redis)).values())
 
     async def waiting(self) -> int:
         return int(await self._redis.zcard(protocol.WAITING_SET))

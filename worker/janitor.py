@@ -20,6 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from herd import protocol
+from herd.live_workers import live_workers
 from herd.protocol import Control, Job, LoadRequest, WorkerState
 
 log = logging.getLogger(__name__)
@@ -91,16 +92,6 @@ async def requeue(client: aioredis.Redis, stream: str, entry_id: bytes | str, jo
         pipe.xack(stream, protocol.WORKERS_GROUP, entry_id)
         pipe.xdel(stream, entry_id)
         await pipe.execute()
-
-
-async def live_workers(client: aioredis.Redis) -> dict[str, WorkerState]:
-    """The workers whose heartbeat has not expired, by id."""
-    members: Any = await client.smembers(protocol.WORKERS_SET)
-    ids = [m.decode() for m in members]
-    if not ids:
-        return {}
-    states: list[Any] = await client.mget([protocol.worker_key(i) for i in ids])
-    return {i: protocol.decode_worker(s) for i, s in zip(ids, states, strict=True) if s is not None}
 
 
 class Janitor:

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 from herd import protocol
 from herd.config import Config
 from herd.cpus import usable_cores
+from herd.live_workers import live_workers
 from herd.protocol import Done, Error, Job, WorkerState
 from herd.redis_client import RETRIED, async_client
 from worker.embedder import Embedder
@@ -33,7 +34,7 @@ from worker.engine import Engine
 from worker.engine_thread import EngineThread
 from worker.event_writer import EventWriter, TtlClock
 from worker.hosted import HostedModel, RunningJob
-from worker.janitor import Janitor, hand_back, live_workers, requeue
+from worker.janitor import Janitor, hand_back, requeue
 from worker.job_events import JobEvents
 
 log = logging.getLogger(__name__)
