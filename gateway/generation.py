@@ -167,14 +167,14 @@ _background: set[asyncio.Task[Any]] = set()
 async def start(queue: JobQueue, job: Job, request: Request[Any, Any, Any]) -> tuple[Generation, Event]:
     """Admit `job` for the client of `request` and wait (watching the client) for its first event."""
     try:
-        await queue.submit(job, client_of(request.scope))
+        routed = await queue.submit(job, client_of(request.scope))
     except QueueFull:
         metrics.job_rejected("queue_full")
         raise queue_full() from None
     except ClientFull:
         metrics.job_rejected("client_limit")
         raise client_full(queue.max_jobs_per_client) from None
-    metrics.job_admitted()
+    metrics.job_admitted(routed=routed)
     generation = Generation(queue, job)
     try:
         first = await generation.watch(request.receive, asyncio.wait_for(generation.first(), queue.queue_timeout_s))

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # shared system prompt, say) saves less than an idle worker would: then only when no other live
 # holder has more sequences free.
 # If no live worker holds the model, one load request is posted (SET NX: fifty requests arriving
-# together make one load).
+# together make one load). Returns the entry id and 1 when routed to a worker's own stream.
 _ADMIT = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -45,7 +45,7 @@ local function live(worker)
   local until_ms = redis.call('ZSCORE', KEYS[2], worker)
   return until_ms and tonumber(until_ms) > now_ms
 end
-local stream = KEYS[1]
+local stream, routed = KEYS[1], 0
 for i = 11, #ARGV, 2 do
   local worker = redis.call('GET', ARGV[9] .. ARGV[i + 1])
   if worker then
@@ -60,6 +60,7 @@ for i = 11, #ARGV, 2 do
     if worth then
       redis.call('HINCRBY', KEYS[8], worker, -1)
       stream = KEYS[1] .. ':' .. worker
+      routed = 1
     end
     break  -- the longest prefix known decides; its worker busy or gone: the shared stream
   end
@@ -77,7 +78,7 @@ if redis.call('ZCARD', KEYS[2]) == 0 then
     redis.call('XADD', KEYS[4], '*', 'm', ARGV[3])
   end
 end
-return id
+return {id, routed}
 """
 
 # The gateway following a client's jobs vouches for them now and then (KEYS: the clients' sets,
@@ -131,14 +132,15 @@ class JobQueue:
         self._vouch = client.register_script(_VOUCH)
         self._clients: dict[str, str] = {}  # job id -> its client's set, for the jobs this gateway follows
 
-    async def submit(self, job: Job, client: str | None = None) -> None:
+    async def submit(self, job: Job, client: str | None = None) -> bool:
         """Queue `job`; with a per-client limit, `client` (a `gateway.clients.client_id`) is counted.
-        Raises ClientFull or QueueFull, having queued nothing."""
+        Raises ClientFull or QueueFull, having queued nothing. Returns whether the job went to the
+        worker that took a prompt starting like its own (routing by prefix)."""
         if self.prefix_routing and job.prompt is not None and not job.prefixes:
             job.prefixes = prefix_hashes(job.prompt)
         load = LoadRequest.for_job(job)
         client_key = protocol.client_jobs_key(client) if client and self.max_jobs_per_client else None
-        entry_id = await self._admit(
+        admitted = await self._admit(
             keys=[
                 protocol.jobs_key(job.digest),
                 protocol.holders_key(job.digest),
@@ -153,12 +155,13 @@ class JobQueue:
                   self._stale_ms, job.digest, self.max_jobs_per_client if client_key else 0,
                   protocol.prefix_key_base(job.digest), *self._prefix_args(job)],
         )
-        if entry_id is None:
+        if admitted is None:
             raise QueueFull()
-        if entry_id == 0:
+        if admitted == 0:
             raise ClientFull()
         if client_key:
             self._clients[job.id] = client_key
+        return bool(admitted[1])
 
     @staticmethod
     def _prefix_args(job: Job) -> list[str | int]:

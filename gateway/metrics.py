@@ -57,6 +57,8 @@ PROMPT_CACHED_TOKENS = Counter("herd_prompt_cached_tokens", "Of the prompt token
                                "decoded in a sequence's cells (a chat's earlier turns, a shared system prompt).",
                                ["model"], registry=REGISTRY)
 JOBS_ADMITTED = Counter("herd_jobs_admitted", "Jobs this gateway put on the queue.", registry=REGISTRY)
+JOBS_ROUTED = Counter("herd_jobs_routed_by_prefix", "Of the jobs admitted, those sent to the worker that took a prompt "
+                      "starting like theirs, where its cells are (HERD_PREFIX_ROUTING).", registry=REGISTRY)
 JOBS_REJECTED = Counter("herd_jobs_rejected", "Requests refused: `queue_full` (503, never queued), "
                         "`queue_timeout` (503, queued, then dropped) or `client_limit` (429, never queued).",
                         ["reason"], registry=REGISTRY)
@@ -75,8 +77,10 @@ def dialect(path: str) -> str:
 # ---- hooks, called from gateway/generation.py --------------------------------------------
 
 
-def job_admitted() -> None:
+def job_admitted(*, routed: bool) -> None:
     JOBS_ADMITTED.inc()
+    if routed:
+        JOBS_ROUTED.inc()
 
 
 def job_rejected(reason: str) -> None:

@@ -5,12 +5,14 @@ another."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import redis
@@ -94,6 +96,9 @@ def test_each_turn_goes_where_the_conversation_is(pair: Stack) -> None:
             chat.turn(question)
     misses = [(i, t) for i, chat in enumerate(chats) for t in range(1, 4) if not chat.found_history(t)]
     assert not misses, [(chat.prompt_tokens, chat.cached_tokens) for chat in chats]
+    metrics = httpx.get(pair.base_url + "/metrics", timeout=10).text
+    routed = re.search(r"^herd_jobs_routed_by_prefix_total (\S+)$", metrics, flags=re.MULTILINE)
+    assert routed is not None and float(routed[1]) >= 9  # every later turn was routed
 
 
 def test_a_turn_routed_to_a_stalled_or_dead_worker_is_served_by_the_other(pair: Stack) -> None:
@@ -198,7 +203,7 @@ def test_admission_routes_by_prefix_when_it_pays(own_free: int, other_free: int,
             await client.hset(protocol.free_slots_key(digest), mapping={owner: own_free, other: other_free})
             for prefix in prefix_hashes(earlier):  # the owner took a prompt starting like this one
                 await client.set(protocol.prefix_key_base(digest) + prefix, owner)
-            await queue.submit(Job(id=new_job_id(), model=MODEL, digest=digest, prompt=prompt))
+            assert await queue.submit(Job(id=new_job_id(), model=MODEL, digest=digest, prompt=prompt)) is routed
             personal = protocol.personal_jobs_key(digest, owner)
             assert (await client.xlen(personal), await client.xlen(protocol.jobs_key(digest))) == \
                 ((1, 0) if routed else (0, 1))
