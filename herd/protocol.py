@@ -65,6 +65,14 @@ def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
     return value
 
 
+def _per_model(kind: str, digest: str) -> str:
+    return f"{PREFIX}{kind}:{_checked(digest, _DIGEST, 'digest')}"
+
+
+def _per_id(kind: str, value: str, what: str) -> str:
+    return f"{PREFIX}{kind}:{_checked(value, _JOB_ID, what)}"
+
+
 def load_key(weights: str, adapters: Sequence[str] = ()) -> str:
     """What a worker loads, as one digest: the weights' own digest for a plain model, so aliases
     share it; with LoRA adapters, a digest of the weights and the adapters in order, so a model
@@ -80,12 +88,12 @@ def checked_digest(digest: str) -> str:
 
 
 def jobs_key(digest: str) -> str:
-    return f"{PREFIX}jobs:{_checked(digest, _DIGEST, 'digest')}"
+    return _per_model("jobs", digest)
 
 
 def holders_key(digest: str) -> str:
     """Sorted set: worker id → unix ms until which it holds the model (refreshed by heartbeat)."""
-    return f"{PREFIX}holders:{_checked(digest, _DIGEST, 'digest')}"
+    return _per_model("holders", digest)
 
 
 def personal_jobs_key(digest: str, worker_id: str) -> str:
@@ -93,32 +101,32 @@ def personal_jobs_key(digest: str, worker_id: str) -> str:
 
 
 def personal_set_key(digest: str) -> str:
-    return f"{PREFIX}personal:{_checked(digest, _DIGEST, 'digest')}"
+    return _per_model("personal", digest)
 
 
 def free_slots_key(digest: str) -> str:
-    return f"{PREFIX}free:{_checked(digest, _DIGEST, 'digest')}"
+    return _per_model("free", digest)
 
 
 def prefix_key_base(digest: str) -> str:
     """`prefix:{digest}:`, completed by a hash from `Job.prefixes`."""
-    return f"{PREFIX}prefix:{_checked(digest, _DIGEST, 'digest')}:"
+    return _per_model("prefix", digest) + ":"
 
 
 def loading_key(digest: str) -> str:
-    return f"{PREFIX}loading:{_checked(digest, _DIGEST, 'digest')}"
+    return _per_model("loading", digest)
 
 
 def events_key(job_id: str) -> str:
-    return f"{PREFIX}events:{_checked(job_id, _JOB_ID, 'job id')}"
+    return _per_id("events", job_id, "job id")
 
 
 def cancel_key(job_id: str) -> str:
-    return f"{PREFIX}cancel:{_checked(job_id, _JOB_ID, 'job id')}"
+    return _per_id("cancel", job_id, "job id")
 
 
 def client_jobs_key(client_id: str) -> str:
-    return f"{PREFIX}client:{_checked(client_id, _JOB_ID, 'client id')}"
+    return _per_id("client", client_id, "client id")
 
 
 def control_channel(worker_id: str) -> str:
@@ -127,11 +135,11 @@ def control_channel(worker_id: str) -> str:
 
 def replica_key(digest: str) -> str:
     """SET NX guard: one replica load at a time per model."""
-    return f"{PREFIX}replica:{_checked(digest, _DIGEST, 'digest')}"
+    return _per_model("replica", digest)
 
 
 def worker_key(worker_id: str) -> str:
-    return f"{PREFIX}worker:{_checked(worker_id, _JOB_ID, 'worker id')}"
+    return _per_id("worker", worker_id, "worker id")
 
 
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
