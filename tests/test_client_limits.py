@@ -198,3 +198,16 @@ def test_behind_nginx_a_client_cannot_pass_for_another_address(by_address: Stack
         finally:
             holder.close()
     wait_for_counts(by_address, [])
+
+
+def test_forwarded_addresses_count_only_from_trusted_proxies(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """With HERD_TRUSTED_PROXIES naming another host, a loopback client's own X-Forwarded-For is
+    not believed (uvicorn's default would trust loopback and take it)."""
+    with running_stack(tmp_path_factory.mktemp("proxies"), max_jobs_per_client=2,
+                       trusted_proxies="10.1.2.3") as stack:
+        holder = HeldStream(stack.base_url, {"X-Forwarded-For": "10.9.8.7"})
+        try:
+            loopback = protocol.client_jobs_key(client_id({"client": ("127.0.0.1", 0)}, by_api_key=False))
+            assert client_counts(stack) == {loopback: 1}
+        finally:
+            holder.close()
