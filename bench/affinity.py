@@ -10,8 +10,11 @@ that worker has a sequence free), one with 0 (whichever worker claims it first, 
 with a long system prompt of their own are played turn by turn, one request at a time, the two
 sides' chats interleaved in a random order each turn (seeded) so drift hits both. Printed per
 side, over the turns after the first: how many found their history already decoded, and the
-time to the first streamed token. Answers are 96 tokens: with much shorter ones a worker a turn
-behind would miss less than the 65 tokens every prompt decodes again anyway, and look the same.
+time to the first streamed token. With `--concurrent`, each turn plays one side's chats all at
+once, then the other side's (alternating which goes first), and adds the mean wall time of a
+side's round: routing under load, where a chat's worker may be full. Answers are 96 tokens:
+with much shorter ones a worker a turn behind would miss less than the 65 tokens every prompt
+decodes again anyway, and look the same.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import random
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +95,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=5, choices=range(2, len(QUESTIONS) + 1))
     parser.add_argument("--answer-tokens", type=int, default=96)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--concurrent", action="store_true",
+                        help="each turn, one side's chats all at once, then the other's (load, not latency)")
     args = parser.parse_args()
     if 2 * args.chats > len(TOPICS):
         parser.error(f"at most {len(TOPICS) // 2} chats per side")
@@ -107,22 +113,37 @@ def main() -> None:
         chats = [(side, Chat(url, TOPICS[2 * i + j])) for i in range(args.chats)
                  for j, (side, url) in enumerate(sides.items())]
         results: dict[str, list[tuple[float, bool]]] = {side: [] for side in sides}
+        round_seconds: dict[str, list[float]] = {side: [] for side in sides}
         shuffle = random.Random(args.seed).shuffle
         for turn, question in enumerate(QUESTIONS[:args.turns]):
+            if args.concurrent:  # each side's chats all at once, the sides in turn (alternating first)
+                for side in (list(sides) if turn % 2 == 0 else list(sides)[::-1]):
+                    mine = [chat for s, chat in chats if s == side]
+                    started = time.perf_counter()
+                    with ThreadPoolExecutor(len(mine)) as pool:
+                        outcomes = list(pool.map(Chat.turn, mine, [question] * len(mine),
+                                                 [args.answer_tokens] * len(mine)))
+                    if turn > 0:
+                        results[side].extend(outcomes)
+                        round_seconds[side].append(time.perf_counter() - started)
+                continue
             order = list(chats)
             shuffle(order)  # users come back in no set order (a fixed one lets workers alternate in step)
             for side, chat in order:
                 outcome = chat.turn(question, args.answer_tokens)
                 if turn > 0:
                     results[side].append(outcome)
-    print(f"{args.chats} chats per side, {args.turns} turns, {args.answer_tokens}-token answers; "
+    how = "each side's chats at once" if args.concurrent else "one request at a time"
+    print(f"{args.chats} chats per side, {args.turns} turns, {args.answer_tokens}-token answers, {how}; "
           "turns after the first:")
-    print("| side | found history | TTFT p50 (ms) | TTFT mean (ms) |")
-    print("|---|---|---|---|")
+    print("| side | found history | TTFT p50 (ms) | TTFT mean (ms) | round wall time mean (s) |")
+    print("|---|---|---|---|---|")
     for side, rows in results.items():
         waits = [t * 1000 for t, _ in rows]
         hits = sum(found for _, found in rows)
-        print(f"| {side} | {hits}/{len(rows)} | {statistics.median(waits):.0f} | {statistics.fmean(waits):.0f} |")
+        wall = f"{statistics.fmean(round_seconds[side]):.2f}" if round_seconds[side] else "—"
+        print(f"| {side} | {hits}/{len(rows)} | {statistics.median(waits):.0f} | {statistics.fmean(waits):.0f} "
+              f"| {wall} |")
     for name, measure in (("p50", statistics.median), ("mean", statistics.fmean)):
         ratio = measure(t for t, _ in results["unrouted"]) / measure(t for t, _ in results["routed"])
         print(f"TTFT {name}, unrouted / routed: {ratio:.2f}x")
