@@ -30,11 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import openai
-import redis
 
-from herd import protocol
 from herd.processes import EmbeddedRedis
-from herd.protocol import Control
 from tests.stack import Stack
 
 MODEL = "smollm2:135m"
@@ -43,23 +40,6 @@ QUESTIONS = ["Name one.", "Another one?", "Which is the oldest?", "Which is the 
              "Tell me more.", "Why?", "Anything else?"]
 TOPICS = ["rivers", "mountains", "bridges", "lighthouses", "castles", "deserts", "islands", "forests",
           "volcanoes", "glaciers", "canyons", "lakes"]
-
-
-def _both_workers_hold(stack: Stack) -> None:
-    sdk = openai.OpenAI(base_url=stack.base_url + "/v1", api_key="unused")
-    sdk.completions.create(model=MODEL, prompt="Hi", max_tokens=1)
-    db: Any = redis.Redis.from_url(stack.redis_url)
-    (key,) = list(db.scan_iter("herd:holders:*"))
-    digest = key.decode().rsplit(":", 1)[1]
-    holders = {m.decode() for m in db.zrange(key, 0, -1)}
-    for worker_id in {m.decode() for m in db.smembers(protocol.WORKERS_SET)} - holders:
-        order = Control(kind="load", digest=digest, model=MODEL)
-        db.publish(protocol.control_channel(worker_id), protocol.encode(order))
-    deadline = time.monotonic() + 120
-    while db.zcard(key) < 2:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the second worker did not load the model")
-        time.sleep(0.2)
 
 
 class Chat:
@@ -108,7 +88,7 @@ def main() -> None:
         unrouted = Stack(Path(root), server.url, workers=0, prefix_routing=0)
         cleanup.callback(unrouted.stop)
         unrouted.start()
-        _both_workers_hold(routed)
+        routed.load_on_every_worker(MODEL)
         sides = {"routed": routed.base_url, "unrouted": unrouted.base_url}
         chats = [(side, Chat(url, TOPICS[2 * i + j])) for i in range(args.chats)
                  for j, (side, url) in enumerate(sides.items())]

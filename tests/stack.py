@@ -9,11 +9,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import redis
 
+from herd import protocol
 from herd.demo import DEMO_NAME, write_demo_modelfile
 from herd.processes import EmbeddedRedis, free_port, stop_process
+from herd.protocol import Control
+from herd.store.store import ModelStore
 
 # A request that keeps a slot busy for longer than any test waits: greedy counting never
 # samples end-of-text, where a story with sampling may end early on a fast machine.
@@ -88,6 +93,25 @@ class Stack:
                     return self
             time.sleep(0.1)
         raise RuntimeError(f"gateway did not start:\n{self.logs('gateway')}")
+
+    def load_on_every_worker(self, model: str = DEMO_NAME, timeout: float = 120) -> str:
+        """Have every worker of this Redis hold `model`: the first by a request, the others by the
+        replica order the janitor sends when a queue stays deep. Returns the model's load digest."""
+        httpx.post(self.base_url + "/api/generate", json={"model": model}, timeout=timeout).raise_for_status()
+        record = ModelStore(self.models).get(model)
+        assert record is not None
+        digest, key = record.load_digest, protocol.holders_key(record.load_digest)
+        db: Any = redis.Redis.from_url(self.redis_url)
+        holding = {m.decode() for m in db.zrange(key, 0, -1)}
+        for worker_id in {m.decode() for m in db.smembers(protocol.WORKERS_SET)} - holding:
+            order = Control(kind="load", digest=digest, model=model)
+            db.publish(protocol.control_channel(worker_id), protocol.encode(order))
+        deadline = time.monotonic() + timeout
+        while db.zcard(key) < db.scard(protocol.WORKERS_SET):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not every worker loaded {model}")
+            time.sleep(0.2)
+        return digest
 
     def logs(self, name: str) -> str:
         path = self.root / f"{name}.log"

@@ -21,7 +21,7 @@ from gateway.jobs import JobQueue, new_job_id
 from herd import protocol
 from herd.processes import EmbeddedRedis
 from herd.prompt_prefixes import prefix_hashes
-from herd.protocol import Control, Job
+from herd.protocol import Job
 from herd.redis_client import async_client
 from tests.stack import Stack, running_stack
 from worker.janitor import hand_back
@@ -35,18 +35,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Two workers, both holding the model (the first load is one worker's; the other is
     ordered to load a replica, as the janitor would when the queue stays deep)."""
     with running_stack(tmp_path_factory.mktemp("affinity"), workers=2, num_parallel=2) as stack:
-        _sdk(stack).completions.create(model=MODEL, prompt="Hi", max_tokens=1)
-        db: Any = redis.Redis.from_url(stack.redis_url)
-        digest = _digest(db)
-        others = {m.decode() for m in db.smembers("herd:workers")} - {m.decode() for m in db.zrange(
-            f"herd:holders:{digest}", 0, -1)}
-        for worker_id in others:
-            db.publish(protocol.control_channel(worker_id),
-                       protocol.encode(Control(kind="load", digest=digest, model=MODEL)))
-        deadline = time.monotonic() + 60
-        while db.zcard(f"herd:holders:{digest}") < 2:
-            assert time.monotonic() < deadline, "the second worker did not load the model"
-            time.sleep(0.2)
+        stack.load_on_every_worker(MODEL)
         yield stack
 
 
