@@ -186,17 +186,23 @@ def test_a_job_nobody_vouches_for_stops_counting() -> None:
         asyncio.run(scenario(server.url))
 
 
+def assert_counted_as_loopback(stack: Stack, base_url: str) -> None:
+    """A job sent to `base_url` claiming another address in X-Forwarded-For counts for
+    127.0.0.1, the address the request really came from."""
+    holder = HeldStream(base_url, {"X-Forwarded-For": "10.9.8.7"})
+    try:
+        loopback = protocol.client_jobs_key(client_id({"client": ("127.0.0.1", 0)}, by_api_key=False))
+        assert client_counts(stack) == {loopback: 1}
+    finally:
+        holder.close()
+
+
 def test_behind_nginx_a_client_cannot_pass_for_another_address(by_address: Stack) -> None:
     """The shipped nginx config overwrites X-Forwarded-For with the address it saw, which the
     gateway believes (nginx is on a trusted address): a client's own header changes nothing."""
     gateway = f"127.0.0.1:{by_address.port}"
     with Nginx([gateway, gateway]) as nginx:
-        holder = HeldStream(nginx.base_url, {"X-Forwarded-For": "10.9.8.7"})
-        try:
-            loopback = protocol.client_jobs_key(client_id({"client": ("127.0.0.1", 0)}, by_api_key=False))
-            assert client_counts(by_address) == {loopback: 1}
-        finally:
-            holder.close()
+        assert_counted_as_loopback(by_address, nginx.base_url)
     wait_for_counts(by_address, [])
 
 
@@ -205,9 +211,4 @@ def test_forwarded_addresses_count_only_from_trusted_proxies(tmp_path_factory: p
     not believed (uvicorn's default would trust loopback and take it)."""
     with running_stack(tmp_path_factory.mktemp("proxies"), max_jobs_per_client=2,
                        trusted_proxies="10.1.2.3") as stack:
-        holder = HeldStream(stack.base_url, {"X-Forwarded-For": "10.9.8.7"})
-        try:
-            loopback = protocol.client_jobs_key(client_id({"client": ("127.0.0.1", 0)}, by_api_key=False))
-            assert client_counts(stack) == {loopback: 1}
-        finally:
-            holder.close()
+        assert_counted_as_loopback(stack, stack.base_url)
