@@ -60,6 +60,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CACHE_RAM", str(DEFAULT_CACHE_RAM_MIB), "Host memory (MiB) each loaded model may fill with the cells of "
             "conversations whose sequence went to another request, so their next turn does not decode its history "
             "again (llama.cpp server's `--cache-ram`); 0: none.", ollama_alias=False),
+    Setting("DRAIN_TIMEOUT", "30s", "How long a stopping worker (SIGTERM, SIGINT) goes on with the answers it is "
+            "generating, taking no new jobs, before it stops; answers still running then end with an error. "
+            "0: stop at once; negative: wait for them all.", ollama_alias=False),
     Setting("NUM_THREAD", "0", "Threads for decoding; 0: one per physical core this process may use, "
             "divided among the workers `herd serve` starts.", ollama_alias=False),
     Setting("FLASH_ATTENTION", "auto", "`1`/`0` forces flash attention on or off; `auto` lets llama.cpp "
@@ -131,6 +134,7 @@ class Config:
     context_length: int
     prefill_slice: float  # seconds
     cache_ram: int  # MiB
+    drain_timeout: float  # seconds
     num_thread: int
     flash_attention: bool | None  # None = auto
     trusted_proxies: str  # uvicorn's forwarded_allow_ips
@@ -172,6 +176,7 @@ class Config:
             context_length=max(64, _int(raw["CONTEXT_LENGTH"], "4096")),
             prefill_slice=max(0.0, _duration_or_default(raw["PREFILL_SLICE"], f"{DEFAULT_PREFILL_SLICE_MS}ms")),
             cache_ram=max(0, _int(raw["CACHE_RAM"], str(DEFAULT_CACHE_RAM_MIB))),
+            drain_timeout=max(0.0, _duration_or_default(raw["DRAIN_TIMEOUT"], "30s")),
             num_thread=max(0, _int(raw["NUM_THREAD"], "0")),
             flash_attention=None if flash in {"", "auto"} else _truthy(flash),
             trusted_proxies=",".join(p.strip() for p in raw["TRUSTED_PROXIES"].split(",") if p.strip()) or "127.0.0.1",
@@ -204,6 +209,7 @@ class Config:
             "HERD_CONTEXT_LENGTH": str(self.context_length),
             "HERD_PREFILL_SLICE": duration(self.prefill_slice),
             "HERD_CACHE_RAM": str(self.cache_ram),
+            "HERD_DRAIN_TIMEOUT": duration(self.drain_timeout),
             "HERD_NUM_THREAD": str(self.num_thread),
             "HERD_FLASH_ATTENTION": "auto" if self.flash_attention is None else str(int(self.flash_attention)),
             "HERD_TRUSTED_PROXIES": self.trusted_proxies,

@@ -303,6 +303,7 @@ class WorkerState(msgspec.Struct, kw_only=True):
     loaded: list[LoadedModel] = []
     beat: float = 0.0  # unix seconds of this heartbeat
     threads: int = 0  # llama.cpp threads per decode (0: not reported)
+    draining: bool = False  # stopping: finishes its running jobs, takes no new ones, holds nothing for placement
 
 
 _job_encoder = msgspec.msgpack.Encoder()

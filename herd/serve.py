@@ -29,6 +29,8 @@ class WorkerPool:
             self._env["HERD_NUM_THREAD"] = str(threads_per_worker(count))
         self._processes: list[subprocess.Popen[bytes]] = []
         self._count = count
+        # SIGTERM lets a worker finish its answers (HERD_DRAIN_TIMEOUT): wait that long, and a bit.
+        self._stop_wait_s = 15 + min(config.drain_timeout, 300.0)
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
 
@@ -51,7 +53,7 @@ class WorkerPool:
         for process in self._processes:
             if process.poll() is None:
                 process.terminate()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + self._stop_wait_s
         for process in self._processes:
             stop_process(process, timeout=max(0.1, deadline - time.monotonic()))
 

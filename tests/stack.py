@@ -41,6 +41,9 @@ class Stack:
             # Workers on one machine share its 2 cores (each spinning 2 OpenMP threads, two
             # decoding workers run several times slower than one alone).
             "HERD_NUM_THREAD": str(max(1, 2 // max(1, workers))),
+            # A worker stopped at teardown with an answer left running (a test that killed its
+            # gateway) would go on decoding beside the next tests for the default 30 s.
+            "HERD_DRAIN_TIMEOUT": "2s",
             **{f"HERD_{k.upper()}": str(v) for k, v in settings.items()},
         }
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -118,7 +121,9 @@ class Stack:
         return path.read_text(errors="replace")[-5000:] if path.exists() else ""
 
     def stop(self) -> None:
-        for process in [*self.workers, *([self.gateway] if self.gateway else [])]:
+        # The gateway first, as `herd serve` does: its requests' jobs are cancelled as it goes, so
+        # the workers have no answers left to finish (HERD_DRAIN_TIMEOUT) when they are stopped.
+        for process in [*([self.gateway] if self.gateway else []), *self.workers]:
             stop_process(process)
 
 

@@ -92,7 +92,8 @@ def test_non_streamed_request_is_cancelled_when_its_client_leaves(one_slot: Stac
 
 
 def test_worker_stopping_mid_stream_ends_with_an_error_line(tmp_path: Path, model_name: str) -> None:
-    with running_stack(tmp_path, num_parallel=1) as stack:
+    """Stopped at once (no drain), a worker's running answer ends with an error line, not a silent end."""
+    with running_stack(tmp_path, num_parallel=1, drain_timeout="0") as stack:
         body = {"model": model_name, **ENDLESS}
         with httpx.Client(base_url=stack.base_url, timeout=60) as http, \
                 http.stream("POST", "/api/generate", json=body) as response:

@@ -308,3 +308,49 @@ def test_workers_sharing_the_cores_do_not_warn(tmp_path: Path) -> None:
     with running_stack(tmp_path / "shared", workers=2, num_thread=each) as stack:
         time.sleep(6)  # past the first check (third heartbeat)
         assert (CROWDED in _worker_logs(stack)) == (2 * each > usable_cores())
+
+
+def _stream(stack: Stack, num_predict: int) -> tuple[httpx.Client, Any, Iterator[str]]:
+    """A greedy counting stream of `num_predict` tokens whose first line has come."""
+    client = httpx.Client(base_url=stack.base_url, timeout=120)
+    body = {"model": "smollm2:135m", **ENDLESS, "options": {"num_predict": num_predict, "temperature": 0}}
+    context = client.stream("POST", "/api/generate", json=body)
+    lines = context.__enter__().iter_lines()
+    next(lines)
+    return client, context, lines
+
+
+def test_a_stopping_worker_finishes_its_answers_and_takes_no_new_jobs(tmp_path: Path) -> None:
+    with running_stack(tmp_path, num_parallel=2, drain_timeout="30s") as stack:
+        client, context, lines = _stream(stack, 200)
+        stopping = stack.workers[0]
+        try:
+            stopping.send_signal(signal.SIGTERM)
+            later: list[httpx.Response] = []
+            waiter = threading.Thread(target=lambda: later.append(generate(stack, num_predict=2, timeout=120)))
+            waiter.start()
+            rest = [json.loads(line) for line in lines]
+        finally:
+            context.__exit__(None, None, None)
+            client.close()
+        assert rest[-1]["done"] is True and rest[-1]["done_reason"] == "length", rest[-1]
+        assert rest[-1]["eval_count"] == 200
+        assert stopping.wait(30) == 0
+        assert waiter.is_alive()  # the stopping worker did not take it, free sequence or not
+        stack.add_worker()  # a worker that starts now loads the model and answers it
+        waiter.join(120)
+        assert later and later[0].status_code == 200 and later[0].json()["done"] is True
+
+
+def test_a_stopping_worker_gives_up_on_answers_after_the_drain_timeout(tmp_path: Path) -> None:
+    with running_stack(tmp_path, drain_timeout="1s") as stack:
+        client, context, lines = _stream(stack, 4000)
+        try:
+            started = time.monotonic()
+            stack.workers[0].send_signal(signal.SIGTERM)
+            last = json.loads(list(lines)[-1])
+        finally:
+            context.__exit__(None, None, None)
+            client.close()
+        assert "error" in last and 0.8 < time.monotonic() - started < 10
+        assert stack.workers[0].wait(10) == 0

@@ -94,6 +94,11 @@ async def requeue(client: aioredis.Redis, stream: str, entry_id: bytes | str, jo
         await pipe.execute()
 
 
+def _holds(worker: WorkerState, digest: str) -> bool:
+    """Whether the worker holds the model for new jobs (a stopping one finishes its own only)."""
+    return not worker.draining and any(m.digest == digest for m in worker.loaded)
+
+
 class Janitor:
     def __init__(self, client: aioredis.Redis, worker_id: str, *, load_timeout_s: float) -> None:
         self._redis = client
@@ -125,7 +130,7 @@ class Janitor:
             return
         pending = await self._requeue_orphans(stream, workers)
         waiting = length - pending
-        holders = [w for w in workers.values() if any(m.digest == digest for m in w.loaded)]
+        holders = [w for w in workers.values() if _holds(w, digest)]
         if waiting > 0 and not holders:
             await self._post_load(digest, stream)
             return
@@ -146,7 +151,7 @@ class Janitor:
             if state is None and owner != self._id:
                 await self._requeue_orphans(protocol.personal_jobs_key(digest, owner), workers,
                                             to=protocol.jobs_key(digest))
-            holds = (state is not None and any(m.digest == digest for m in state.loaded))
+            holds = state is not None and _holds(state, digest)
             moved = await hand_back(self._redis, digest, owner, older_than_ms=PERSONAL_WAIT_MS if holds else -1)
             if moved:
                 log.info("%d jobs waiting for worker %s moved to the shared queue", moved, owner)
@@ -197,7 +202,7 @@ class Janitor:
         holder_ids = {w.id for w in holders}
         candidates = [
             w for w in workers.values()
-            if w.id not in holder_ids
+            if w.id not in holder_ids and not w.draining
             and (len(w.loaded) < w.max_loaded_models or any(m.busy == 0 for m in w.loaded))
         ]
         if not candidates:

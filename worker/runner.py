@@ -69,6 +69,7 @@ class Worker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._claim_client_id: int | None = None
         self._redis_lost = False  # a loop found Redis unreachable (said once until it is back)
+        self.draining = False  # stopping: no new jobs, running ones finish (`_drain`)
         self._redis: aioredis.Redis
         self._claim: aioredis.Redis
 
@@ -81,20 +82,44 @@ class Worker:
         assert self._claim.connection is not None  # made by the command above
         self._claim.connection.register_connect_callback(self._on_claim_connect)  # type: ignore[no-untyped-call]
         await self._ensure_group(protocol.LOADS_STREAM)
+        claiming = asyncio.create_task(self._claim_loop(), name="claim")
         loops = [
-            asyncio.create_task(self._claim_loop(stop), name="claim"),
+            claiming,
             asyncio.create_task(self._publish_loop(), name="publish"),
-            asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._listen_loop(), name="listen"),
         ]
         log.info("worker %s ready", self.id)
         try:
             await stop.wait()
+            claiming.cancel()
+            await self._drain()
         finally:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             await self._shutdown()
+
+    async def _drain(self) -> None:
+        """Stopping: take no new work and let the answers being generated finish, for up to
+        HERD_DRAIN_TIMEOUT. Gateways stop routing here, the janitor stops counting this worker
+        as a holder (so jobs waiting for its models get another worker, loading them if need
+        be), and the jobs routed to its own streams go back to the shared ones."""
+        self.draining = True
+        busy = [h for h in self.models.values() if h.busy]
+        if busy and self.config.drain_timeout > 0:
+            log.info("stopping: finishing %d running answers (up to %gs, HERD_DRAIN_TIMEOUT)",
+                     sum(len(h.running) for h in busy), self.config.drain_timeout)
+        try:
+            for host in list(self.models.values()):
+                await self._redis.zrem(protocol.holders_key(host.digest), self.id)
+                await hand_back(self._redis, host.digest, self.id)
+            await self._publish_holdings()
+        except RETRIED:
+            log.warning("Redis unreachable while stopping: other workers take over once this one is gone")
+        deadline = time.monotonic() + self.config.drain_timeout
+        while any(h.busy for h in self.models.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     async def _shutdown(self) -> None:
         for host in list(self.models.values()):
@@ -127,8 +152,8 @@ class Worker:
             return True
         return any(not h.busy for h in self.models.values())
 
-    async def _claim_loop(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
+    async def _claim_loop(self) -> None:
+        while True:
             try:
                 await self._claim_once()
             except RETRIED:
@@ -460,6 +485,8 @@ class Worker:
 
     async def _obey(self, order: protocol.Control) -> None:
         if order.kind == "load":
+            if self.draining:
+                return
             self._start_load(None, protocol.LoadRequest(digest=order.digest, model=order.model, weights=order.weights,
                                                         adapters=order.adapters))
             return
@@ -480,27 +507,29 @@ class Worker:
             loaded=[h.describe() for h in self.models.values()],
             beat=now,
             threads=self.threads,
+            draining=self.draining,
         )
         until_ms = int((now + protocol.HEARTBEAT_TTL_S) * 1000)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(protocol.worker_key(self.id), protocol.encode(state), px=protocol.HEARTBEAT_TTL_S * 1000)
             pipe.sadd(protocol.WORKERS_SET, self.id)
-            for host in self.models.values():
+            for host in self.models.values() if not self.draining else ():
                 pipe.zadd(protocol.holders_key(host.digest), {self.id: until_ms})
                 pipe.hset(protocol.free_slots_key(host.digest), self.id, host.free_slots)  # undoes gateways' guesses
                 pipe.sadd(protocol.personal_set_key(host.digest), self.id)  # again after a Redis restart
             await pipe.execute()
 
-    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+    async def _heartbeat_loop(self) -> None:
         janitor = Janitor(self._redis, self.id, load_timeout_s=self.config.load_timeout)
         beats = 0
-        while not stop.is_set():
+        while True:
             try:
                 for host in list(self.models.values()):
                     if host.expired():
                         await self._unload(host)
                 await self._publish_holdings()
-                await janitor.round()
+                if not self.draining:  # another worker takes the janitor's lock when it lapses
+                    await janitor.round()
                 if beats % _CROWDING_CHECK_BEATS == _FIRST_CROWDING_CHECK:
                     await self._warn_if_crowded()
             except RETRIED:  # Redis restarting: the next beat registers this worker again
