@@ -87,13 +87,12 @@ def create_app(config: Config, redis_url: str) -> Litestar:
 
     @asynccontextmanager
     async def redis_lifespan(_: Litestar) -> AsyncIterator[None]:
-        vouching = asyncio.create_task(queue.keep_vouching()) if config.max_jobs_per_client else None
+        await queue.beat()  # before the first request: a worker must never take this gateway for gone
+        beating = asyncio.create_task(queue.keep_beating())
         try:
-            await client.ping()
             yield
         finally:
-            if vouching:
-                vouching.cancel()
+            beating.cancel()
             await client.aclose()
 
     return Litestar(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -131,11 +132,13 @@ class JobQueue:
         self._admit = client.register_script(_ADMIT)
         self._vouch = client.register_script(_VOUCH)
         self._clients: dict[str, str] = {}  # job id -> its client's set, for the jobs this gateway follows
+        self.gateway_id = secrets.token_hex(8)
 
     async def submit(self, job: Job, client: str | None = None) -> bool:
         """Queue `job`; with a per-client limit, `client` (a `gateway.clients.client_id`) is counted.
         Raises ClientFull or QueueFull, having queued nothing. Returns whether the job went to the
         worker that took a prompt starting like its own (routing by prefix)."""
+        job.gateway = job.gateway or self.gateway_id
         if self.prefix_routing and job.prompt is not None and not job.prefixes:
             job.prefixes = prefix_hashes(job.prompt)
         load = LoadRequest.for_job(job)
@@ -182,21 +185,29 @@ class JobQueue:
             del self._clients[job_id]  # only now: if this is cancelled, `cancel` still releases it
 
     async def vouch_for_clients_jobs(self) -> None:
-        """Mark every client job this gateway follows as still alive (see `keep_vouching`)."""
+        """Mark every client job this gateway follows as still alive (see `keep_beating`)."""
         if self._clients:
             job_ids = list(self._clients)
             await self._vouch(keys=[self._clients[i] for i in job_ids], args=[*job_ids, self._stale_ms])
 
-    async def keep_vouching(self) -> None:
-        """Run for the gateway's life: a client's job is dropped from its count once nobody has
-        vouched for it within the stale bound (its gateway died), so live ones are vouched for
-        four times as often."""
+    async def beat(self) -> None:
+        """Say this gateway is alive: workers drop the jobs of a gateway whose heartbeat is gone."""
+        await self._redis.set(protocol.gateway_key(self.gateway_id), b"1", px=protocol.GATEWAY_TTL_S * 1000)
+
+    async def keep_beating(self) -> None:
+        """Run for the gateway's life: its heartbeat every second, and its clients' jobs vouched
+        for four times per stale bound (a client's job is dropped from its count once nobody has
+        vouched for it within the bound: its gateway died)."""
+        vouched = time.monotonic()
         while True:
-            await asyncio.sleep(self._stale_ms / 4000)
+            await asyncio.sleep(protocol.HEARTBEAT_INTERVAL_S)
             try:
-                await self.vouch_for_clients_jobs()
+                await self.beat()
+                if time.monotonic() - vouched >= self._stale_ms / 4000:
+                    vouched = time.monotonic()
+                    await self.vouch_for_clients_jobs()
             except RETRIED as exc:  # Redis away for now: the next round tries again
-                log.warning("could not vouch for clients' jobs: %s", exc)
+                log.warning("gateway heartbeat: %s", exc)
 
     async def events(self, job_id: str, *, poll_ms: int = 1000) -> AsyncGenerator[Event, None]:
         """Every event of the job, in order, each once, ending after Done, Embeddings or Error.

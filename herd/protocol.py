@@ -18,6 +18,8 @@ Keys (all under `herd:`):
 - `events:{job}`       stream of Event per job, read from 0-0 by the gateway; expires.
 - `cancel:{job}`       set (with a TTL) when the client went away; also PUBLISHed on `cancels`.
 - `worker:{id}`        a worker's heartbeat (WorkerState), with a TTL; `workers` indexes them.
+- `gateway:{id}`       a gateway's heartbeat, with a TTL: workers drop the jobs of a gateway gone
+                       (nobody would read their answers).
 - `waiting`            sorted set of the jobs not yet claimed (job id → enqueue ms): MAX_QUEUE.
 - `client:{id}`        sorted set of one client's jobs queued or running (job id → ms the gateway
                        following it last vouched for it): MAX_JOBS_PER_CLIENT. `id` is a hash,
@@ -53,6 +55,7 @@ CANCEL_TTL_S = 600
 PREFIX_TTL_S = 900  # how long a worker is named for the prompts it took (its cells may outlive a chat's pause)
 HEARTBEAT_INTERVAL_S = 1.0
 HEARTBEAT_TTL_S = 5  # three missed beats and the worker is taken for dead
+GATEWAY_TTL_S = 10  # a gateway silent this long is gone: its jobs are dropped (a stall must not cost answers)
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _JOB_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
@@ -138,6 +141,10 @@ def replica_key(digest: str) -> str:
     return _per_model("replica", digest)
 
 
+def gateway_key(gateway_id: str) -> str:
+    return _per_id("gateway", gateway_id, "gateway id")
+
+
 def worker_key(worker_id: str) -> str:
     return _per_id("worker", worker_id, "worker id")
 
@@ -198,6 +205,7 @@ class Job(msgspec.Struct, kw_only=True):
     # Hashes of the prompt's first 256, 320, 400, ... bytes, longest first (`herd.prompt_prefixes`):
     # the worker that takes the job is named for them, so a later prompt starting alike goes to it.
     prefixes: list[str] = []
+    gateway: str = ""  # the gateway following the job; when its heartbeat is gone, workers drop the job
 
 
 class LoadRequest(msgspec.Struct, kw_only=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -14,6 +15,7 @@ import pytest
 import redis
 
 from herd import protocol
+from herd.processes import EmbeddedRedis
 from tests.stack import ENDLESS, Stack, running_stack
 
 
@@ -116,3 +118,32 @@ def test_every_events_stream_expires(one_slot: Stack, model_name: str) -> None:
     assert keys
     ttls = [client.pttl(key) for key in keys]
     assert all(0 < ttl <= protocol.EVENTS_TTL_MS for ttl in ttls), ttls
+
+
+def test_a_killed_gateways_running_job_is_dropped(tmp_path: Path, model_name: str) -> None:
+    """A gateway killed mid-answer cannot cancel its job: the worker notices its heartbeat is
+    gone and frees the sequence (an unlimited answer would otherwise run for ten contexts)."""
+    with contextlib.ExitStack() as cleanup:
+        server = cleanup.enter_context(EmbeddedRedis())
+        doomed = Stack(tmp_path, server.url, workers=1, num_parallel=1)
+        cleanup.callback(doomed.stop)
+        doomed.start()
+        other = Stack(tmp_path, server.url, workers=0)  # a second gateway on the same Redis
+        cleanup.callback(other.stop)
+        other.start()
+        body = {"model": model_name, **ENDLESS}  # 4 000 tokens: about 40 s here
+        with httpx.Client(base_url=doomed.base_url, timeout=60) as http, \
+                http.stream("POST", "/api/generate", json=body) as response:
+            next(response.iter_lines())
+            assert doomed.gateway is not None
+            doomed.gateway.kill()
+            doomed.gateway.wait()
+            killed = time.monotonic()
+
+        def busy() -> int:
+            return sum(m["busy"] for m in httpx.get(other.base_url + "/api/ps", timeout=10).json()["models"])
+
+        while busy() and time.monotonic() - killed < 25:
+            time.sleep(0.5)
+        assert busy() == 0, "the job of the killed gateway still runs"
+        assert _quick(other.base_url, model_name, timeout=20)["done"] is True  # the slot serves again

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 _CLAIM_BLOCK_MS = 1000
 _FLUSH_RETRY_S = 0.5
 _REDIS_RETRY_S = 0.5  # how often a worker's loops try again while Redis is unreachable
+_GATEWAY_GRACE_S = 3.0  # a gateway's heartbeat missing this long (past its TTL) means it is gone, not
+#                          that Redis restarted a moment ago and it has not beaten again yet
 _CROWDING_CHECK_BEATS = 30  # how often a worker looks for others sharing its cores
 _FIRST_CROWDING_CHECK = 3  # beats after start: the others started with it have beaten by then
 
@@ -70,6 +72,7 @@ class Worker:
         self._claim_client_id: int | None = None
         self._redis_lost = False  # a loop found Redis unreachable (said once until it is back)
         self.draining = False  # stopping: no new jobs, running ones finish (`_drain`)
+        self._gateway_missing: dict[str, float] = {}  # gateway id -> when its heartbeat was first found gone
         self._redis: aioredis.Redis
         self._claim: aioredis.Redis
 
@@ -528,6 +531,7 @@ class Worker:
                     if host.expired():
                         await self._unload(host)
                 await self._publish_holdings()
+                await self._drop_orphaned_jobs()
                 if not self.draining:  # another worker takes the janitor's lock when it lapses
                     await janitor.round()
                 if beats % _CROWDING_CHECK_BEATS == _FIRST_CROWDING_CHECK:
@@ -538,6 +542,23 @@ class Worker:
                 log.exception("janitor round failed")
             beats += 1
             await asyncio.sleep(protocol.HEARTBEAT_INTERVAL_S)
+
+    async def _drop_orphaned_jobs(self) -> None:
+        """Cancel the running jobs whose gateway is gone (killed, crashed): nobody would read
+        their answers, and an answer without a limit runs for ten contexts. A gateway that
+        stops properly cancels its jobs itself."""
+        running = [(host, job_id, r.job.gateway) for host in self.models.values()
+                   for job_id, r in host.running.items() if r.job.gateway]
+        gateways = sorted({gateway for _, _, gateway in running})
+        alive: list[Any] = await self._redis.mget([protocol.gateway_key(g) for g in gateways]) if gateways else []
+        now = time.monotonic()
+        self._gateway_missing = missing = {
+            g: self._gateway_missing.get(g, now) for g, beat in zip(gateways, alive, strict=True) if beat is None}
+        gone = {g for g, since in missing.items() if now - since >= _GATEWAY_GRACE_S}
+        for host, job_id, gateway in running:
+            if gateway in gone:
+                log.warning("job %s: its gateway %s is gone; cancelling it", job_id, gateway)
+                host.thread.cancel(job_id)
 
     async def _warn_if_crowded(self) -> None:
         """Say so when the workers on this machine run more decode threads than it has cores:
