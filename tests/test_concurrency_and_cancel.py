@@ -143,6 +143,9 @@ def test_a_killed_gateways_running_job_is_dropped(tmp_path: Path, model_name: st
         def busy() -> int:
             return sum(m["busy"] for m in httpx.get(other.base_url + "/api/ps", timeout=10).json()["models"])
 
+        while not busy():  # the worker's next heartbeat shows the job running
+            assert time.monotonic() - killed < 5, "the job never showed as running"
+            time.sleep(0.1)
         while busy() and time.monotonic() - killed < 25:
             time.sleep(0.5)
         assert busy() == 0, "the job of the killed gateway still runs"
