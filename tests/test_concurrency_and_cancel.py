@@ -150,3 +150,44 @@ def test_a_killed_gateways_running_job_is_dropped(tmp_path: Path, model_name: st
             time.sleep(0.5)
         assert busy() == 0, "the job of the killed gateway still runs"
         assert _quick(other.base_url, model_name, timeout=20)["done"] is True  # the slot serves again
+
+
+def test_a_killed_gateways_queued_job_is_not_run(tmp_path: Path, model_name: str) -> None:
+    """A job still queued when its gateway was killed is dropped when a worker claims it,
+    rather than run for nobody ahead of live clients."""
+    with contextlib.ExitStack() as cleanup:
+        server = cleanup.enter_context(EmbeddedRedis())
+        doomed = Stack(tmp_path, server.url, workers=1, num_parallel=1)
+        cleanup.callback(doomed.stop)
+        doomed.start()
+        other = Stack(tmp_path, server.url, workers=0)
+        cleanup.callback(other.stop)
+        other.start()
+        with httpx.Client(base_url=other.base_url, timeout=60) as http, \
+                http.stream("POST", "/api/generate", json={"model": model_name, **ENDLESS}) as holder:
+            lines = holder.iter_lines()  # kept: a dropped iterator closes the response
+            next(lines)  # the one sequence is busy
+
+            def queue_then_lose_the_gateway() -> None:
+                with contextlib.suppress(httpx.HTTPError):  # its gateway is killed under it
+                    httpx.post(doomed.base_url + "/api/generate", timeout=60,
+                               json={"model": model_name, **ENDLESS, "stream": False})
+
+            orphan = threading.Thread(target=queue_then_lose_the_gateway)
+            orphan.start()
+            waiting = redis.Redis.from_url(server.url)
+            deadline = time.monotonic() + 10
+            while not waiting.zcard(protocol.WAITING_SET):
+                assert time.monotonic() < deadline, "the orphan-to-be never queued"
+                time.sleep(0.05)
+            assert doomed.gateway is not None
+            doomed.gateway.kill()
+            doomed.gateway.wait()
+            time.sleep(protocol.GATEWAY_TTL_S + 4)  # its heartbeat lapses, then the grace
+        # The holder left: the next job claimed is the orphan, dropped unrun; a live client is served
+        # at once (had the orphan started, it would hold the sequence until the running-job check
+        # cancelled it, 3 s or more later).
+        started = time.monotonic()
+        assert _quick(other.base_url, model_name, timeout=20)["done"] is True
+        assert time.monotonic() - started < 2.5
+        orphan.join(5)

@@ -230,14 +230,26 @@ class Worker:
         async with self._redis.pipeline(transaction=False) as pipe:
             for _, job in jobs:
                 pipe.exists(protocol.cancel_key(job.id))
+                if job.gateway:
+                    pipe.exists(protocol.gateway_key(job.gateway))
+                else:
+                    pipe.ping()  # two replies per job, whatever it holds
             pipe.zrem(protocol.WAITING_SET, *[job.id for _, job in jobs])
-            cancelled = (await pipe.execute())[:-1]
-        too_old = time.time() - self.config.queue_timeout
-        for (entry_id, job), gone in zip(jobs, cancelled, strict=True):
+            replies = (await pipe.execute())[:-1]
+        now = time.time()
+        too_old = now - self.config.queue_timeout
+        # A job's gateway silent past its heartbeat's TTL and the grace, from before the job
+        # was queued: it is gone (a job queued after a Redis restart may not find its gateway's
+        # beat again yet, but it is young).
+        orphan_before = now - protocol.GATEWAY_TTL_S - _GATEWAY_GRACE_S
+        for (entry_id, job), gone, reader in zip(jobs, replies[0::2], replies[1::2], strict=True):
             host = self.models.get(job.digest)
             running = RunningJob(job=job, entry_id=entry_id, stream=stream, attempt=job.attempt)
-            # The client left, or its gateway gave up waiting: nobody would read the answer.
-            if gone or job.created < too_old:
+            orphaned = not reader and job.created < orphan_before
+            if orphaned:
+                log.warning("job %s: its gateway %s is gone; dropped", job.id, job.gateway)
+            # The client left, or its gateway gave up waiting or died: nobody would read the answer.
+            if gone or orphaned or job.created < too_old:
                 self._acks.append((stream, entry_id))
                 continue
             if host is None or host.free_slots <= 0:
