@@ -20,7 +20,6 @@ decodes again anyway, and look the same.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import random
 import statistics
 import tempfile
@@ -31,8 +30,7 @@ from typing import Any
 
 import openai
 
-from herd.processes import EmbeddedRedis
-from tests.stack import Stack
+from tests.stack import gateway_pair
 
 MODEL = "smollm2:135m"
 TAIL = 65  # a prompt's last tokens are always decoded again (worker/kept_cells.py)
@@ -80,14 +78,9 @@ def main() -> None:
     args = parser.parse_args()
     if 2 * args.chats > len(TOPICS):
         parser.error(f"at most {len(TOPICS) // 2} chats per side")
-    with tempfile.TemporaryDirectory() as root, contextlib.ExitStack() as cleanup:
-        server = cleanup.enter_context(EmbeddedRedis())
-        routed = Stack(Path(root), server.url, workers=2, num_parallel=2, num_thread=1, prefix_routing=1)
-        cleanup.callback(routed.stop)
-        routed.start()
-        unrouted = Stack(Path(root), server.url, workers=0, prefix_routing=0)
-        cleanup.callback(unrouted.stop)
-        unrouted.start()
+    with tempfile.TemporaryDirectory() as root, \
+            gateway_pair(Path(root), workers=2, num_parallel=2, num_thread=1, prefix_routing=1,
+                         second={"prefix_routing": 0}) as (routed, unrouted):
         routed.load_on_every_worker(MODEL)
         sides = {"routed": routed.base_url, "unrouted": unrouted.base_url}
         chats = [(side, Chat(url, TOPICS[2 * i + j])) for i in range(args.chats)

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import redis
@@ -137,4 +137,34 @@ def running_stack(root: Path, redis_url: str | None = None, *, workers: int = 1,
         stack = Stack(root, redis_url, workers=workers, **settings)
         cleanup.callback(stack.stop)
         yield stack.start()
+
+
+@contextlib.contextmanager
+def gateway_pair(root: Path, *, workers: int = 1, second: dict[str, str | int] | None = None,
+                 **settings: str | int) -> Iterator[tuple[Stack, Stack]]:
+    """Two gateways on one Redis and one store: the first with `workers` workers and `settings`,
+    the second with no worker of its own and `second`'s settings."""
+    with running_stack(root, None, workers=workers, **settings) as first, \
+            running_stack(root, first.redis_url, workers=0, **(second or {})) as other:
+        yield first, other
+
+
+class HeldStream:
+    """A greedy counting stream (ENDLESS) whose first line has come: it holds a sequence until
+    closed, or for `num_predict` tokens; `lines` gives the rest."""
+
+    def __init__(self, base_url: str, headers: dict[str, str] | None = None, *, num_predict: int | None = None) -> None:
+        self._client = httpx.Client(base_url=base_url, timeout=120, headers=headers)
+        body: dict[str, Any] = {"model": DEMO_NAME, **ENDLESS}
+        if num_predict is not None:
+            body["options"] = {**cast(dict[str, object], ENDLESS["options"]), "num_predict": num_predict}
+        self._context = self._client.stream("POST", "/api/generate", json=body)
+        response = self._context.__enter__()
+        assert response.status_code == 200, response.read()
+        self.lines = response.iter_lines()  # kept: a dropped iterator closes the response
+        next(self.lines)
+
+    def close(self) -> None:
+        self._context.__exit__(None, None, None)
+        self._client.close()
 

@@ -22,26 +22,10 @@ from herd.processes import EmbeddedRedis
 from herd.protocol import Job
 from herd.redis_client import async_client
 from tests.nginx import Nginx
-from tests.stack import ENDLESS, Stack, running_stack
+from tests.stack import HeldStream, Stack, running_stack
 
 KEYS = ("client-limit-key-a-0123", "client-limit-key-b-4567")
 MODEL = "smollm2:135m"
-
-
-class HeldStream:
-    """A streamed generation that runs (its first line came) until closed."""
-
-    def __init__(self, base_url: str, headers: dict[str, str] | None = None) -> None:
-        self._client = httpx.Client(base_url=base_url, timeout=60, headers=headers)
-        self._context = self._client.stream("POST", "/api/generate", json={"model": MODEL, **ENDLESS})
-        response = self._context.__enter__()
-        assert response.status_code == 200, response.read()
-        self._lines = response.iter_lines()  # kept: a dropped iterator closes the response
-        next(self._lines)
-
-    def close(self) -> None:
-        self._context.__exit__(None, None, None)
-        self._client.close()
 
 
 def client_counts(stack: Stack) -> dict[str, int]:

@@ -15,8 +15,7 @@ import pytest
 import redis
 
 from herd import protocol
-from herd.processes import EmbeddedRedis
-from tests.stack import ENDLESS, Stack, running_stack
+from tests.stack import ENDLESS, HeldStream, Stack, gateway_pair, running_stack
 
 
 @pytest.fixture(scope="module")
@@ -120,25 +119,20 @@ def test_every_events_stream_expires(one_slot: Stack, model_name: str) -> None:
     assert all(0 < ttl <= protocol.EVENTS_TTL_MS for ttl in ttls), ttls
 
 
+def _kill_gateway(stack: Stack) -> None:
+    assert stack.gateway is not None
+    stack.gateway.kill()  # no shutdown: it cancels nothing
+    stack.gateway.wait()
+
+
 def test_a_killed_gateways_running_job_is_dropped(tmp_path: Path, model_name: str) -> None:
     """A gateway killed mid-answer cannot cancel its job: the worker notices its heartbeat is
     gone and frees the sequence (an unlimited answer would otherwise run for ten contexts)."""
-    with contextlib.ExitStack() as cleanup:
-        server = cleanup.enter_context(EmbeddedRedis())
-        doomed = Stack(tmp_path, server.url, workers=1, num_parallel=1)
-        cleanup.callback(doomed.stop)
-        doomed.start()
-        other = Stack(tmp_path, server.url, workers=0)  # a second gateway on the same Redis
-        cleanup.callback(other.stop)
-        other.start()
-        body = {"model": model_name, **ENDLESS}  # 4 000 tokens: about 40 s here
-        with httpx.Client(base_url=doomed.base_url, timeout=60) as http, \
-                http.stream("POST", "/api/generate", json=body) as response:
-            next(response.iter_lines())
-            assert doomed.gateway is not None
-            doomed.gateway.kill()
-            doomed.gateway.wait()
-            killed = time.monotonic()
+    with gateway_pair(tmp_path, num_parallel=1) as (doomed, other):
+        stream = HeldStream(doomed.base_url)  # 4 000 tokens: about 40 s here
+        _kill_gateway(doomed)
+        killed = time.monotonic()
+        stream.close()
 
         def busy() -> int:
             return sum(m["busy"] for m in httpx.get(other.base_url + "/api/ps", timeout=10).json()["models"])
@@ -155,35 +149,24 @@ def test_a_killed_gateways_running_job_is_dropped(tmp_path: Path, model_name: st
 def test_a_killed_gateways_queued_job_is_not_run(tmp_path: Path, model_name: str) -> None:
     """A job still queued when its gateway was killed is dropped when a worker claims it,
     rather than run for nobody ahead of live clients."""
-    with contextlib.ExitStack() as cleanup:
-        server = cleanup.enter_context(EmbeddedRedis())
-        doomed = Stack(tmp_path, server.url, workers=1, num_parallel=1)
-        cleanup.callback(doomed.stop)
-        doomed.start()
-        other = Stack(tmp_path, server.url, workers=0)
-        cleanup.callback(other.stop)
-        other.start()
-        with httpx.Client(base_url=other.base_url, timeout=60) as http, \
-                http.stream("POST", "/api/generate", json={"model": model_name, **ENDLESS}) as holder:
-            lines = holder.iter_lines()  # kept: a dropped iterator closes the response
-            next(lines)  # the one sequence is busy
+    with gateway_pair(tmp_path, num_parallel=1) as (doomed, other):
+        holder = HeldStream(other.base_url)  # the one sequence is busy
 
-            def queue_then_lose_the_gateway() -> None:
-                with contextlib.suppress(httpx.HTTPError):  # its gateway is killed under it
-                    httpx.post(doomed.base_url + "/api/generate", timeout=60,
-                               json={"model": model_name, **ENDLESS, "stream": False})
+        def queue_then_lose_the_gateway() -> None:
+            with contextlib.suppress(httpx.HTTPError):  # its gateway is killed under it
+                httpx.post(doomed.base_url + "/api/generate", timeout=60,
+                           json={"model": model_name, **ENDLESS, "stream": False})
 
-            orphan = threading.Thread(target=queue_then_lose_the_gateway)
-            orphan.start()
-            waiting = redis.Redis.from_url(server.url)
-            deadline = time.monotonic() + 10
-            while not waiting.zcard(protocol.WAITING_SET):
-                assert time.monotonic() < deadline, "the orphan-to-be never queued"
-                time.sleep(0.05)
-            assert doomed.gateway is not None
-            doomed.gateway.kill()
-            doomed.gateway.wait()
-            time.sleep(protocol.GATEWAY_TTL_S + 4)  # its heartbeat lapses, then the grace
+        orphan = threading.Thread(target=queue_then_lose_the_gateway)
+        orphan.start()
+        waiting = redis.Redis.from_url(doomed.redis_url)
+        deadline = time.monotonic() + 10
+        while not waiting.zcard(protocol.WAITING_SET):
+            assert time.monotonic() < deadline, "the orphan-to-be never queued"
+            time.sleep(0.05)
+        _kill_gateway(doomed)
+        time.sleep(protocol.GATEWAY_TTL_S + 4)  # its heartbeat lapses, then the grace
+        holder.close()
         # The holder left: the next job claimed is the orphan, dropped unrun; a live client is served
         # at once (had the orphan started, it would hold the sequence until the running-job check
         # cancelled it, 3 s or more later).

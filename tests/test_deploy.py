@@ -4,7 +4,6 @@ disconnect, blob uploads, and a gateway dying."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -15,9 +14,8 @@ import httpx
 import openai
 import pytest
 
-from herd.processes import EmbeddedRedis
 from tests.nginx import Nginx
-from tests.stack import ENDLESS, Stack
+from tests.stack import ENDLESS, Stack, gateway_pair
 
 
 class Deployment:
@@ -31,16 +29,8 @@ class Deployment:
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """Gateway 1 with the worker (NUM_PARALLEL 1, so a leaked slot blocks the next request) and
     gateway 2 alone, on the same store and Redis, behind nginx."""
-    root = tmp_path_factory.mktemp("deploy")
-    with contextlib.ExitStack() as cleanup:
-        redis = cleanup.enter_context(EmbeddedRedis())
-        first = Stack(root, redis.url, workers=1, num_parallel=1)
-        cleanup.callback(first.stop)
-        first.start()
-        second = Stack(root, redis.url, workers=0)
-        cleanup.callback(second.stop)
-        second.start()
-        nginx = cleanup.enter_context(Nginx([f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]))
+    with gateway_pair(tmp_path_factory.mktemp("deploy"), num_parallel=1) as (first, second), \
+            Nginx([f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]) as nginx:
         yield Deployment(first, second, nginx)
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 
 from herd.processes import EmbeddedRedis
-from tests.stack import Stack
-from tests.test_scheduling import LongStream, ps, wait_for
+from tests.stack import HeldStream, Stack
+from tests.test_scheduling import ps, wait_for
 
 
 def _generate(stack: Stack, timeout: float = 60) -> httpx.Response:
@@ -39,7 +39,7 @@ def test_a_redis_restart_is_ridden_out(tmp_path: Path) -> None:
         assert after.status_code == 200, after.text
         wait_for(lambda: [m["name"] for m in ps(stack)] == ["smollm2:135m"], 10, "the worker to register again")
         # Cancellations are heard again: a stream holding the only slot, abandoned, frees it.
-        holder = LongStream(stack)
+        holder = HeldStream(stack.base_url)
         holder.close()
         assert _generate(stack, timeout=20).status_code == 200
     finally:

@@ -18,7 +18,7 @@ import pytest
 
 from herd.cpus import usable_cores
 from herd.demo import demo_gguf
-from tests.stack import ENDLESS, Stack, running_stack
+from tests.stack import HeldStream, Stack, running_stack
 
 
 @pytest.fixture(scope="module")
@@ -60,22 +60,6 @@ def in_parallel(*calls: Callable[[], Any]) -> list[Any]:
     for thread in threads:
         thread.join()
     return results
-
-
-class LongStream:
-    """A streamed generation holding a slot until closed."""
-
-    def __init__(self, stack: Stack) -> None:
-        self._client = httpx.Client(base_url=stack.base_url, timeout=60)
-        body = {"model": "smollm2:135m", **ENDLESS}
-        self._context = self._client.stream("POST", "/api/generate", json=body)
-        self.response = self._context.__enter__()
-        self.lines = self.response.iter_lines()
-        next(self.lines)
-
-    def close(self) -> None:
-        self._context.__exit__(None, None, None)
-        self._client.close()
 
 
 def variant_gguf(directory: Path) -> Path:
@@ -165,7 +149,7 @@ def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def test_full_queue_is_a_503_with_retry_after_at_once(tight: Stack) -> None:
-    holder = LongStream(tight)
+    holder = HeldStream(tight.base_url)
     try:
         waiters = [threading.Thread(target=generate, args=(tight,), kwargs={"timeout": 30, "num_predict": 2})
                    for _ in range(2)]
@@ -193,7 +177,7 @@ def _waiting(stack: Stack) -> int:
 
 
 def test_queue_timeout_drops_the_job(tight: Stack) -> None:
-    holder = LongStream(tight)
+    holder = HeldStream(tight.base_url)
     try:
         started = time.monotonic()
         late = generate(tight, num_predict=2)
@@ -236,7 +220,7 @@ def test_dead_worker_leaves_ps_and_its_jobs_move(tmp_path: Path) -> None:
         [holder_id] = model["workers"]
         holder = next(w for w in stack.workers if f"-{w.pid}-" in holder_id)
         # The holder is streaming one answer and has one more job queued when it dies.
-        stream = LongStream(stack)
+        stream = HeldStream(stack.base_url)
         queued: list[httpx.Response] = []
         waiter = threading.Thread(target=lambda: queued.append(generate(stack, "Say yes.", num_predict=4)))
         waiter.start()
@@ -267,7 +251,7 @@ def test_a_loaded_model_keeps_streaming_while_another_loads(tmp_path: Path) -> N
         modelfile = tmp_path / "Modelfile"
         modelfile.write_text(f"FROM {variant_gguf(tmp_path)}\n")
         stack.herd("create", "variant:1", "-f", str(modelfile))
-        stream = LongStream(stack)
+        stream = HeldStream(stack.base_url)
         arrivals: list[float] = []
 
         def read_until_closed() -> None:
@@ -310,29 +294,18 @@ def test_workers_sharing_the_cores_do_not_warn(tmp_path: Path) -> None:
         assert (CROWDED in _worker_logs(stack)) == (2 * each > usable_cores())
 
 
-def _stream(stack: Stack, num_predict: int) -> tuple[httpx.Client, Any, Iterator[str]]:
-    """A greedy counting stream of `num_predict` tokens whose first line has come."""
-    client = httpx.Client(base_url=stack.base_url, timeout=120)
-    body = {"model": "smollm2:135m", **ENDLESS, "options": {"num_predict": num_predict, "temperature": 0}}
-    context = client.stream("POST", "/api/generate", json=body)
-    lines = context.__enter__().iter_lines()
-    next(lines)
-    return client, context, lines
-
-
 def test_a_stopping_worker_finishes_its_answers_and_takes_no_new_jobs(tmp_path: Path) -> None:
     with running_stack(tmp_path, num_parallel=2, drain_timeout="30s") as stack:
-        client, context, lines = _stream(stack, 200)
+        stream = HeldStream(stack.base_url, num_predict=200)
         stopping = stack.workers[0]
         try:
             stopping.send_signal(signal.SIGTERM)
             later: list[httpx.Response] = []
             waiter = threading.Thread(target=lambda: later.append(generate(stack, num_predict=2, timeout=120)))
             waiter.start()
-            rest = [json.loads(line) for line in lines]
+            rest = [json.loads(line) for line in stream.lines]
         finally:
-            context.__exit__(None, None, None)
-            client.close()
+            stream.close()
         assert rest[-1]["done"] is True and rest[-1]["done_reason"] == "length", rest[-1]
         assert rest[-1]["eval_count"] == 200
         assert stopping.wait(30) == 0
@@ -344,13 +317,12 @@ def test_a_stopping_worker_finishes_its_answers_and_takes_no_new_jobs(tmp_path: 
 
 def test_a_stopping_worker_gives_up_on_answers_after_the_drain_timeout(tmp_path: Path) -> None:
     with running_stack(tmp_path, drain_timeout="1s") as stack:
-        client, context, lines = _stream(stack, 4000)
+        stream = HeldStream(stack.base_url)
         try:
             started = time.monotonic()
             stack.workers[0].send_signal(signal.SIGTERM)
-            last = json.loads(list(lines)[-1])
+            last = json.loads(list(stream.lines)[-1])
         finally:
-            context.__exit__(None, None, None)
-            client.close()
+            stream.close()
         assert "error" in last and 0.8 < time.monotonic() - started < 10
         assert stack.workers[0].wait(10) == 0
