@@ -115,8 +115,7 @@ class Worker:
                      sum(len(h.running) for h in busy), self.config.drain_timeout)
         try:
             for host in list(self.models.values()):
-                await self._redis.zrem(protocol.holders_key(host.digest), self.id)
-                await hand_back(self._redis, host.digest, self.id)
+                await self._stop_being_reached(host)
             await self._publish_holdings()
         except RETRIED:
             log.warning("Redis unreachable while stopping: other workers take over once this one is gone")
@@ -200,9 +199,7 @@ class Worker:
                                                       block=block_ms)
         except ResponseError as exc:
             if "NOGROUP" in str(exc):  # a stream was deleted under us (or Redis restarted empty)
-                held = {protocol.LOADS_STREAM, *(key for host in self.models.values()
-                                                 for key in (protocol.jobs_key(host.digest),
-                                                             protocol.personal_jobs_key(host.digest, self.id)))}
+                held = {protocol.LOADS_STREAM, *(key for digest in self.models for key in self._job_streams(digest))}
                 for stream in held & set(streams):  # not the own stream of a model just unloaded
                     await self._ensure_group(stream)
                 return False
@@ -219,6 +216,10 @@ class Worker:
             else:
                 await self._start_jobs(stream, entries)
         return bool(reply)
+
+    def _job_streams(self, digest: str) -> tuple[str, str]:
+        """Where this worker claims a model's jobs: the shared stream and its own."""
+        return protocol.jobs_key(digest), protocol.personal_jobs_key(digest, self.id)
 
     async def _unblock_claim(self) -> None:
         """A slot freed up: make the claim loop re-read with the new set of streams."""
@@ -311,8 +312,8 @@ class Worker:
                 load_duration_ns=time.perf_counter_ns() - started,
             )
             self.models[digest] = host
-            await self._ensure_group(protocol.jobs_key(digest))
-            await self._ensure_group(protocol.personal_jobs_key(digest, self.id))
+            for stream in self._job_streams(digest):
+                await self._ensure_group(stream)
             await self._publish_holdings()
             log.info("loaded %s (%.2fs)%s", request.model, host.load_duration_ns / 1e9,
                      " as a replica" if entry_id is None else "")
@@ -360,10 +361,15 @@ class Worker:
             await self._publish_holdings()
         return True
 
+    async def _stop_being_reached(self, host: HostedModel) -> None:
+        """No new job for this model comes here: out of its holders (no gateway routes here, and
+        a job nobody else can take posts a load), and what was routed here goes to another worker."""
+        await self._redis.zrem(protocol.holders_key(host.digest), self.id)
+        await hand_back(self._redis, host.digest, self.id)
+
     async def _unload(self, host: HostedModel) -> None:
         self.models.pop(host.digest, None)
-        await self._redis.zrem(protocol.holders_key(host.digest), self.id)  # no gateway routes here now
-        await hand_back(self._redis, host.digest, self.id)  # what did come waits for another worker
+        await self._stop_being_reached(host)
         await self._unblock_claim()  # stop claiming its jobs
         await host.thread.stop()
         log.info("unloaded %s", host.name)
