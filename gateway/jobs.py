@@ -32,9 +32,7 @@ log = logging.getLogger(__name__)
 # holder has more sequences free.
 # If no live worker holds the model, one load request is posted (SET NX: fifty requests arriving
 # together make one load). Returns the entry id and 1 when routed to a worker's own stream.
-_ADMIT = """
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+_ADMIT = protocol.LUA_NOW_MS + """
 local per_client = tonumber(ARGV[8])
 if per_client > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now_ms - tonumber(ARGV[6]))
@@ -85,9 +83,7 @@ return {id, routed}
 # The gateway following a client's jobs vouches for them now and then (KEYS: the clients' sets,
 # ARGV: the job ids, then the stale bound), so a job that runs long is not taken for one whose
 # gateway died; a job already released is not added back.
-_VOUCH = """
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+_VOUCH = protocol.LUA_NOW_MS + """
 for i, key in ipairs(KEYS) do
   redis.call('ZADD', key, 'XX', now_ms, ARGV[i])
   redis.call('PEXPIRE', key, ARGV[#ARGV])

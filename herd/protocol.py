@@ -57,6 +57,13 @@ HEARTBEAT_INTERVAL_S = 1.0
 HEARTBEAT_TTL_S = 5  # three missed beats and the worker is taken for dead
 GATEWAY_TTL_S = 10  # a gateway silent this long is gone: its jobs are dropped (a stall must not cost answers)
 
+# The first lines of every script that scores or ages entries: Redis's clock in ms, so the
+# clocks of the hosts running gateways and workers never meet in one comparison.
+LUA_NOW_MS = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+"""
+
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _JOB_ID = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
 

@@ -38,9 +38,7 @@ PERSONAL_WAIT_MS = 2000  # a job in a worker's own stream unclaimed this long go
 # (KEYS[3]: no gateway routes there any more) and nothing is left or claimed, the stream goes,
 # with its entries in the personal set (KEYS[4]) and the free-slot hash (KEYS[5]). Returns how
 # many entries moved.
-_HAND_BACK = """
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+_HAND_BACK = protocol.LUA_NOW_MS + """
 local cutoff = math.huge
 if tonumber(ARGV[2]) >= 0 then cutoff = now_ms - tonumber(ARGV[2]) end
 local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
