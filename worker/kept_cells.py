@@ -21,7 +21,7 @@ from typing import Any
 
 from worker.llama_model import lib
 from worker.prefill_pacer import MIN_CHUNK
-from worker.saved_prompts import MIN_TOKENS, SavedPrompts
+from worker.saved_prompts import SavedPrompts
 from worker.token_prefix import common_prefix
 
 
@@ -89,8 +89,8 @@ class KeptCells:
     def _save(self, sid: int) -> None:
         """Copy a free sequence's cells to host memory, if there are enough to be worth it."""
         tokens = self._held[sid]
-        if len(tokens) < MIN_TOKENS or self._saved.budget_bytes <= 0:
-            return  # without asking llama.cpp the state's size, which walks the cells
+        if not self._saved.worth_sizing(tokens):
+            return
         size = lib.llama_state_seq_get_size(self._ctx, sid)
         if not self._saved.wants(tokens, size):
             return

@@ -40,9 +40,14 @@ class SavedPrompts:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def worth_sizing(self, tokens: list[int]) -> bool:
+        """Whether cells holding `tokens` could be kept at all: asked before llama.cpp is asked
+        their state's size, which walks the cells."""
+        return len(tokens) >= MIN_TOKENS and self.budget_bytes > 0
+
     def wants(self, tokens: list[int], size: int) -> bool:
         """Whether cells holding `tokens` (`size` bytes of state) are worth keeping."""
-        return len(tokens) >= MIN_TOKENS and 0 < size <= self.budget_bytes
+        return self.worth_sizing(tokens) and 0 < size <= self.budget_bytes
 
     def best(self, tokens: list[int]) -> tuple[int, int]:
         """(key, shared leading tokens) of the saved prompt sharing most with `tokens`; (-1, 0) if none."""
